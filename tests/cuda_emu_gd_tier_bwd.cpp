@@ -43,13 +43,14 @@ extern "C" void run_coarse_bwd(const ta* Z, const ta* Sb, const ta* dSb, ta* dZ,
 }
 
 // ---- K3 gd_tier1x_bwd (s25b) ----
-// gd_tier1x_bwd's launch (CupyOps.gd_tier1x_bwd): a 1-D grid of nblocks, smem bytes; x1: gd_tier1x_bwd_x1 (1xTF32)
+// gd_tier1x_bwd's launch (CupyOps.gd_tier1x_bwd): a 1-D grid of nblocks, smem bytes; st: dqe, dek, dph stored (s29a);
+// x1: gd_tier1x_bwd_x1 (1xTF32)
 extern "C" void run_tier1x_bwd(const gd_e* qe, const gd_e* ek, const gd_e* ph, const ta* gc, const ta* dQp, const ta* dZ,
-                               ta* dqe, ta* dek, ta* dph, ta* dg, int T, int DK, int n, int nP, int BH, int x1,
-                               unsigned nblocks, unsigned smem) {
+                               ta* dqe, ta* dek, ta* dph, ta* dg, int T, int DK, int n, int nP, int BH, int st,
+                               int x1, unsigned nblocks, unsigned smem) {
     emu_run(nblocks, smem, [=] {
-        if (x1) gd_tier1x_bwd_x1(qe, ek, ph, gc, dQp, dZ, dqe, dek, dph, dg, T, DK, n, nP, BH);
-        else gd_tier1x_bwd(qe, ek, ph, gc, dQp, dZ, dqe, dek, dph, dg, T, DK, n, nP, BH);
+        if (x1) gd_tier1x_bwd_x1(qe, ek, ph, gc, dQp, dZ, dqe, dek, dph, dg, T, DK, n, nP, BH, st);
+        else gd_tier1x_bwd(qe, ek, ph, gc, dQp, dZ, dqe, dek, dph, dg, T, DK, n, nP, BH, st);
     });
 }
 

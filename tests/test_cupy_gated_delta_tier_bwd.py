@@ -204,12 +204,15 @@ def k1_case(seed, B, T, dk, dv, C, decay, s16):
     return tier, (qe_k, qp_k, sb_k, lam_k, dout_k), (dqp, dsb, dlam)
 
 
-def run_k1(ops, cfg, tier, arrays, T, x1, xp=np):
-    """CupyOps.gd_tier3_bwd on ``ops`` with zeroed outputs: (dQp, dSb, dlam) as NumPy arrays."""
+def run_k1(ops, cfg, tier, arrays, T, x1, xp=np, stores=False):
+    """CupyOps.gd_tier3_bwd on ``ops`` with zeroed outputs: (dQp, dSb, dlam) as NumPy arrays; stores: dQp NaN-filled,
+    as tier_backward's TIER_BWD_STORES leaves it for K1's stores (d_v <= 64)."""
     qe, qp, sb, lam, dout = (xp.asarray(a) for a in arrays)
     B, n, C, dk = qe.shape
     dv, L = dout.shape[-1], lam.shape[-1]
     dqp, dsb, dlam = xp.zeros(qe.shape, xp.float32), xp.full(sb.shape, np.nan, xp.float32), xp.zeros(lam.shape, xp.float32)
+    if stores:
+        dqp[...] = np.nan
     ops.gd_tier3_bwd(cfg, tier, qe, qp, sb, lam, dout, dqp, dsb, dlam, T, dk, dv, L, n, B, x1=x1)
     get = (lambda a: a.get()) if xp is not np else (lambda a: a)
     return get(dqp), get(dsb), get(dlam)
@@ -240,6 +243,25 @@ def test_tier3_bwd_emulated(seed, B, T, dk, dv, decay, build):
     cfg = cgd._config("float", dk, 16, "")
     got = run_k1(EmuTierBwdOps(), cfg, tier, arrays, T, build == "x1")
     check_k1(got, want, tier, K1_X1 if build == "x1" else K1_F32, f"{build} T={T} dk={dk} dv={dv} {decay}")
+
+
+@given(seed=seeds, B=st.integers(1, 2), T=st.integers(81, 700).filter(lambda t: t % 16), dk=st.integers(1, 16),
+       dv=st.sampled_from([1, 5, 16, 64]), decay=st.sampled_from(list(tb.REGIMES)), build=st.sampled_from(["f32", "x1"]))
+@example(seed=3, B=2, T=650, dk=16, dv=64, decay="reset", build="x1")  # 41 chunks: the last of 10 rows, 54 padding
+@example(seed=4, B=1, T=500, dk=7, dv=5, decay="strong", build="f32")
+@settings(max_examples=4, deadline=None)  # the CPU emulation: CI time
+def test_tier3_bwd_stores_emulated(seed, B, T, dk, dv, decay, build):
+    """K1 at one column block (d_v <= 64) writes every row of dQp, its padding rows past T and period 0's as zeros: on
+    dQp NaN-filled (tier_backward's TIER_BWD_STORES), the twin's within the build's bound and the bits of the zeroed
+    buffer's run (T not a multiple of C = 16, d_k odd and even; from 6 chunks: two periods, K1 runs)."""
+    if shutil.which("g++") is None:
+        pytest.skip("no g++ to build the CPU emulation of the kernels")
+    tier, arrays, want = k1_case(seed, B, T, dk, dv, 16, decay, False)
+    cfg = cgd._config("float", dk, 16, "")
+    got, zeroed = (run_k1(EmuTierBwdOps(), cfg, tier, arrays, T, build == "x1", stores=s) for s in (True, False))
+    check_k1(got, want, tier, K1_X1 if build == "x1" else K1_F32, f"stores {build} T={T} dk={dk} dv={dv} {decay}")
+    for a, b in zip(got, zeroed):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("T, dk, dv, decay", [(700, 64, 20, "zero"), (300, 40, 64, "reset")])
@@ -291,6 +313,20 @@ def test_gpu_tier3_bwd(T, build):
     cfg = cgd._config("float", 64, 64, "bf16" if s16 else "", s16)
     got = run_k1(CupyOps(0), cfg, tier, arrays, T, s16, xp=cupy)
     check_k1(got, want, tier, K1_X1 if s16 else K1_F32, f"{build} T={T}")
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cupy_ready(), reason="needs CuPy and a CUDA device")
+@pytest.mark.parametrize("build", ["f32", "s16"])
+def test_gpu_tier3_bwd_stores(build):
+    """K1 on the GPU (d = C = 64, 8292 tokens: the last chunk's 28 padding rows) on a NaN-filled dQp
+    (TIER_BWD_STORES): the twin's within the build's bound (every row written)."""
+    import cupy
+
+    s16, T = build == "s16", 8192 + 100
+    tier, arrays, want = k1_case(13, 2, T, 64, 64, 64, "moderate", s16)
+    cfg = cgd._config("float", 64, 64, "bf16" if s16 else "", s16)
+    got = run_k1(CupyOps(0), cfg, tier, arrays, T, s16, xp=cupy, stores=True)
+    check_k1(got, want, tier, K1_X1 if s16 else K1_F32, f"stores {build} T={T}")
 
 # ---- K2 gd_coarse_bwd (s25a) ----
 # K2's tolerances (max |kernel - twin| <= tol * max |twin| for dZ and dTot), the twin's coarse_bwd (grouped=False) on the
@@ -423,13 +459,15 @@ def k3_errors(got, want, vals, geo):
     return errs + [float(np.max(np.abs(got[3] - want[3]) / np.maximum(den, 1e-30)))]
 
 
-def k3_run(ops, cfg, dev, geo, x1, xp=np, bw=None):
-    """CupyOps.gd_tier1x_bwd on ``ops`` into zeroed float32 outputs: dqe, dek, dph, dg (NumPy); bw: a timing build's
-    columns (GX_BW_SET)."""
+def k3_run(ops, cfg, dev, geo, x1, xp=np, bw=None, st=False, fill=0.0):
+    """CupyOps.gd_tier1x_bwd on ``ops`` into float32 outputs: dqe, dek, dph, dg (NumPy); bw: a timing build's columns
+    (GX_BW_SET); st: the kernel's stores (TIER_BWD_STORES), dqe, dek, dph filled with ``fill`` before (NaN: an element
+    the kernel does not write shows), dg zeroed; else all zeroed."""
     B, n, C, dk = geo.B, geo.n, geo.C, geo.dk
-    outs = [xp.zeros(s, dtype=np.float32) for s in ((B, n, C, dk), (B, n, C, dk), (B, n, dk, C), (B, n))]
+    outs = [xp.full(s, fill if st and len(s) == 4 else 0.0, dtype=np.float32)
+            for s in ((B, n, C, dk), (B, n, C, dk), (B, n, dk, C), (B, n))]
     tier = cgd.Tier(geo.nP, (geo.nP - 1).bit_length(), n=n, C=C)
-    CupyOps.gd_tier1x_bwd(ops, cfg, tier, *dev, *outs, geo.T, dk, n, B, x1=x1, bw=bw)
+    CupyOps.gd_tier1x_bwd(ops, cfg, tier, *dev, *outs, geo.T, dk, n, B, x1=x1, bw=bw, st=st)
     return [o if xp is np else o.get() for o in outs]
 
 
@@ -506,6 +544,47 @@ def test_tier1x_bwd_emulated_timing_build_bw32():
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ to build the CPU emulation of the kernels")
+@given(seed=seeds, B=st.integers(1, 2), T=st.sampled_from([37, 100, 129, 176, 200]), dk=st.integers(1, 16),
+       decay=st.sampled_from(list(tb.REGIMES)), build=st.sampled_from(list(K3_BUILDS)))
+@example(seed=1, B=2, T=200, dk=13, decay="reset", build="s16")  # 13 chunks: the last period of 1; d_k odd
+@example(seed=2, B=1, T=176, dk=16, decay="mixed", build="x1")  # the last period of 3; float2 stores
+@settings(max_examples=4, deadline=None)
+def test_tier1x_bwd_stores_emulated(seed, B, T, dk, decay, build):
+    """gd_tier1x_bwd's st (one column block: TIER_BWD_STORES) writes every element of dqe, dek, dph (NaN-filled
+    before): the twin's within the build's bound (as test_tier1x_bwd_emulated_matches_twin) and the bits of the adds
+    into zeros (st off), dg included."""
+    s16, x1, bound = K3_BUILDS[build]
+    cfg = k3_config(dk, 16, s16)
+    dev, vals, geo = k3_inputs(seed, B, T, dk, 16, decay, s16)
+    got = k3_run(EmuTierBwdOps(), cfg, dev, geo, x1, st=True, fill=np.nan)
+    errs = k3_errors(got, k3_twin(vals, geo), vals, geo)
+    if decay == "strong":
+        errs[1:3] = [e * bound / K3_STRONG[build] for e in errs[1:3]]
+    assert max(errs) < bound, (errs, bound)
+    for a, b in zip(got, k3_run(EmuTierBwdOps(), cfg, dev, geo, x1)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ to build the CPU emulation of the kernels")
+@pytest.mark.parametrize("T, dk, C, build, bw, stores", [
+    (300, 50, 64, "s16", None, True), (70, 70, 16, "f32", None, False), (200, 40, 16, "f32", 32, False)])
+def test_tier1x_bwd_stores_column_blocks(T, dk, C, build, bw, stores):
+    """st where K3 has one column block (d_k = 50 on the production build, C = DKP = 64, GD_S16: 14 columns masked)
+    stores every element (NaN-filled before), bit-equal to st off; where it has several (d_k = 70: DKP = 128, three
+    blocks of 32; the timing build GX_BW_SET=32 at d_k = 40) the kernel ignores st and adds (into zeros: bit-equal)."""
+    s16, x1, _ = K3_BUILDS[build]
+    dev, vals, geo = k3_inputs(6, 1, T, dk, C, "moderate", s16)
+    ops = EmuTierBwdOps()
+    ops.extra = {"GX_BW_SET": 32, "GX_DB_SET": 0} if bw else {}
+    assert stores == (dk <= (bw or k3_config(dk, C, s16).tier1x_bwd_bw))
+    run = lambda st, fill=0.0: k3_run(ops, k3_config(dk, C, s16), dev, geo, x1, bw=bw, st=st, fill=fill)
+    got = run(True, np.nan if stores else 0.0)
+    assert all(np.isfinite(x).all() for x in got)
+    for a, b in zip(got, run(False)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ to build the CPU emulation of the kernels")
 def test_tier1x_bwd_emulated_mutant_fails():
     """The comparison can fail: the kernel (3xTF32) against the twin's deliberate error (``mutate='tier1x'``: dX's
     decay e^g dropped)."""
@@ -525,6 +604,21 @@ def test_gpu_tier1x_bwd_matches_twin(T, decay, build):
     dev, vals, geo = k3_inputs(11, 2, T, 64, 64, decay, s16)
     got = k3_run(CupyOps(cupy.cuda.Device().id), k3_config(64, 64, s16), [cupy.asarray(x) for x in dev], geo, x1,
                  xp=cupy)
+    errs = k3_errors(got, k3_twin(vals, geo), vals, geo)
+    assert max(errs) < bound, (errs, bound)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("build", ["s16", "f32"])
+def test_gpu_tier1x_bwd_stores(build):
+    """gd_tier1x_bwd's st on the GPU (d_k = C = 64, 8292 tokens) into NaN-filled dqe, dek, dph: the twin's within the
+    build's bound (every element written)."""
+    import cupy
+
+    s16, x1, bound = K3_BUILDS[build]
+    dev, vals, geo = k3_inputs(12, 2, 8192 + 100, 64, 64, "mixed", s16)
+    got = k3_run(CupyOps(cupy.cuda.Device().id), k3_config(64, 64, s16), [cupy.asarray(x) for x in dev], geo, x1,
+                 xp=cupy, st=True, fill=np.nan)
     errs = k3_errors(got, k3_twin(vals, geo), vals, geo)
     assert max(errs) < bound, (errs, bound)
 

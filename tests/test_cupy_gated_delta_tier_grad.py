@@ -109,12 +109,18 @@ class TierTwinOps(EmulatedOps):
 
     def gd_tier3_bwd(self, cfg, tier, qe, Qp, Sb, lam, dout, dQp, dSb, dlam, T, DK, DV, L, n, BH, x1):
         self.calls.append("gd_tier3_bwd")
-        self._bufs(cfg, (qe, Qp), Sb, lam, dout, dQp, dSb, dlam, zero=(dQp, dlam))
+        # dQp: stored whole at one column block (d_v <= 64; period 0's rows: zeros), else added into zeros
+        st, p0 = DV <= 64, 1 << tier.TM
+        self._bufs(cfg, (qe, Qp), Sb, lam, dout, dSb, dlam, zero=(dlam,) if st else (dQp, dlam))
         assert dQp.shape == Qp.shape == (BH, n, cfg.CH, DK) and dSb.shape == Sb.shape and dlam.shape == (BH, T, L)
+        assert dQp.flags.c_contiguous and dQp.dtype == np.float32
         qp, _, sb = twin_saved(qe, Qp, None, Sb, tier.nP)
         geo = tw.Geo(_f64(qe), dout, lam)
         dqp, dS, dl = tw.tier3_bwd(qp, sb, _f64(lam), _f64(dout), geo)
-        dQp += dqp
+        if st:
+            dQp[:, :p0], dQp[:, p0:] = 0.0, dqp[:, p0:]
+        else:
+            dQp += dqp
         dSb[...] = np.nan  # every entry written (held slots of periods >= 1: all of them)
         for (cl, pp), v in dS.items():
             dSb[:, entry(pp, cl)] = v
@@ -131,20 +137,27 @@ class TierTwinOps(EmulatedOps):
         dZ += np.stack(dz, 1)
         dTot += np.stack(dtot, 1)
 
-    def gd_tier1x_bwd(self, cfg, tier, qe, ek, ph, g, dQp, dZ, dqe, dek, dph, dg, T, DK, n, BH, x1):
+    def gd_tier1x_bwd(self, cfg, tier, qe, ek, ph, g, dQp, dZ, dqe, dek, dph, dg, T, DK, n, BH, x1, st=False):
         self.calls.append("gd_tier1x_bwd")
-        self._bufs(cfg, (qe, ek, ph), g, dQp, dZ, dqe, dek, dph, dg)
+        # st: dqe, dek, dph stored (one column block of X's), else added into zeros; dg added; every row of dQp written
+        assert not st or DK <= cfg.tier1x_bwd_bw
+        self._bufs(cfg, (qe, ek, ph), g, dQp, dZ, dqe, dek, dph, dg, zero=(dg,) if st else (dqe, dek, dph, dg))
+        assert np.isfinite(dQp).all() and np.isfinite(dZ).all()
         grads = {k: np.zeros(x.shape) for k, x in (("dqe", dqe), ("dek", dek), ("dph", dph), ("dg", dg))}
         geo = types.SimpleNamespace(B=BH, dk=DK, n=n, nP=tier.nP)
         tw.tier1x_bwd(_f64(qe), _f64(ek), _f64(ph), _f64(g), _f64(dQp), [_f64(dZ[:, pp]) for pp in range(tier.nP)], geo,
                       grads)
         for k, x in (("dqe", dqe), ("dek", dek), ("dph", dph), ("dg", dg)):
-            x += grads[k]
+            if st and k != "dg":
+                x[...] = grads[k]
+            else:
+                x += grads[k]
 
     def gd_tier1_bwd(self, cfg, tier, qe, ek, ph, H, g, lam, dout, dTot, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L, n,
                      BH, x1):
         self.calls.append("gd_tier1_bwd")
         self._bufs(cfg, (qe, ek, ph, H), g, lam, dout, dTot, dqe, dek, dph, dH, dg, dlam)
+        assert all(np.isfinite(x).all() for x in (dTot, dqe, dek, dph, dg, dlam))  # (added into: zeroed or written)
         assert dH.shape == (BH, n, DK, DV)
         grads = {k: np.zeros(x.shape) for k, x in (("dqe", dqe), ("dek", dek), ("dph", dph), ("dH", dH), ("dg", dg),
                                                     ("dlam", dlam))}
@@ -377,6 +390,77 @@ def test_training_step_forms_x_saved(monkeypatch, dtype, T, dk, dv, C):
     check(got[True], got[False], want_out, do, tol, "FORMS_X_SAVED on against off")
 
 
+class _NanXp:
+    """The array module ``xp`` (NumPy, CuPy) whose ``empty`` fills floating arrays with NaN: ``tier_backward``'s buffers
+    a kernel must write whole (an element none writes shows in the gradients)."""
+
+    def __init__(self, xp):
+        self.xp = xp
+
+    def __getattr__(self, name):
+        return getattr(self.xp, name)
+
+    def empty(self, shape, dtype=np.float64):
+        xp = self.xp
+        return xp.full(shape, np.nan, dtype) if np.dtype(dtype).kind == "f" else xp.empty(shape, dtype)
+
+
+def _nan_tier_backward(mp, seen):
+    """``tier_backward`` with its ops' empty NaN-filled; ``seen`` gets each call's ``tier_stores``."""
+    real, stores = gdb.tier_backward, gdb.tier_stores
+
+    def tier_backward(ops, *args):
+        xp = ops.xp
+        ops.xp = _NanXp(xp)
+        try:
+            return real(ops, *args)
+        finally:
+            ops.xp = xp
+
+    mp.setattr(gdb, "tier_backward", tier_backward)
+    mp.setattr(gdb, "tier_stores", lambda *a: seen.append(stores(*a)) or seen[-1])
+
+
+@pytest.mark.parametrize("kind", ["twin", "kernels"])
+@pytest.mark.parametrize("dtype, T, C, dk, dv, k1, k3", [
+    ("float32", 300, 16, 5, 3, True, True),      # 19 chunks, 5 periods; 4 padding rows; d_k odd
+    ("bfloat16", 420, 16, 16, 70, False, True),  # d_v = 70: K1's two column blocks add (dQp zeroed)
+    ("float32", 330, 16, 70, 5, True, False),    # d_k = 70: DKP = 128, K3's three column blocks add (zeroed)
+    ("bfloat16", 600, 64, 64, 20, True, True),   # GD_S16 (C = d_k = 64, the production build), 10 chunks
+    ("float32", 50, 16, 3, 2, False, False),     # one period: K4 alone, its buffers zeroed
+])
+def test_training_step_tier_bwd_stores(kind, dtype, T, C, dk, dv, k1, k3):
+    """``TIER_BWD_STORES`` on and off: the training step with tier_backward's empty buffers NaN-filled (on: dQp where
+    K1 stores it, dqe / dek / dph where K3 stores them, as ``tier_stores`` says: k1, k3 here) on the
+    twin or the emulated kernels, every gradient bit-equal on against off (a store where an add into zeros was) and
+    within F32 / BF16 of float64 autograd of the reference."""
+    _emu_ready()
+    mp = pytest.MonkeyPatch()
+    try:
+        mp.setattr(cgd, "TIER_MIN_CHUNKS", 0)
+        x1 = dtype == "bfloat16"
+        mp.setattr(gdb, "S16_TRAIN", C == 64)
+        arrays = make(9, (2,), T, dk, dv, keys="raw", key_scale=0.5 / np.sqrt(dk), decay="moderate")
+        arrays[3][..., [20, T - 25]] = [-1e3, -1e6]
+        arrays = [torch.tensor(x).to(getattr(torch, dtype)).double().numpy() for x in arrays]
+        do = np.random.default_rng(4).standard_normal((2, T, dv))
+        want, want_out = _grads(ref.loglinear_gated_delta, arrays, do)
+        got, seen = {}, []
+        _nan_tier_backward(mp, seen)
+        for on in (True, False):
+            mp.setattr(gdb, "TIER_BWD_STORES", on)
+            seen.clear()
+            ops = _ops(kind, x1)
+            got[on], _ = _step(ops, arrays, do, C, dtype, x1, bf16_context(ops) if x1 else _context(ops))
+            assert seen == [(on and k1, on and k3)], seen
+            assert [c for c in ops.calls if c in KERNELS] == (list(KERNELS) if T > 4 * C else ["gd_tier1_bwd"])
+            check(got[on], want, want_out, do, BF16 if x1 else F32, f"{dtype} T={T} dk={dk} dv={dv} stores={on}")
+        for a, b in zip(got[True], got[False]):
+            np.testing.assert_array_equal(a, b)
+    finally:
+        mp.undo()
+
+
 def test_tier_bwd_one_period_and_retain_graph(monkeypatch):
     """One period (no coarse level): tier_backward runs K4 alone (nothing to read for K1-K3); a second backward
     through a retained graph, one period and several, gives the first's gradients again (Qp, Z, Sb are saved tensors,
@@ -547,3 +631,48 @@ def test_gpu_tier_bwd_long_against_gd_scan_bwd(monkeypatch, dtype, T):
     print(f"T={T} {dtype} on against off: " + " ".join(
         f"{k} {v:.2e}" for k, v in _rel_errors(got[True], got[False], out, do).items()))
     check(got[True], got[False], out, do, BF16 if dtype == "bfloat16" else F32, f"{dtype} T={T} on against off")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype, T, s16", [("bfloat16", 1100, True), ("float32", 1100, False), ("bfloat16", 1500, False),
+                                           ("bfloat16", 8192 + 100, True), ("bfloat16", 32768, True)])
+def test_gpu_training_tier_bwd_stores(monkeypatch, dtype, T, s16):
+    """``TIER_BWD_STORES`` on the GPU: the training step (B = 1, H = 2, d = 64, the two-tier path from 16 chunks) with
+    the switch on and off in one process, tier_backward's empty buffers NaN-filled (an element no kernel writes would
+    show): on, dQp and dqe / dek / dph stored (``tier_stores`` (True, True)), off neither; every gradient finite, on
+    against off within the dtype's bound (errors printed; not bit for bit: K4's and K1's atomics reorder between runs),
+    against float64 autograd of the reference too where it fits (T <= 4096); the output identical."""
+    from test_training import _cuda
+
+    _cuda(torch)
+    from test_cupy_gated_delta_grad import _rel_errors
+
+    monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)
+    monkeypatch.setattr(gdb, "S16_TRAIN", s16)
+    seen = []
+    _nan_tier_backward(monkeypatch, seen)
+    td, do, rs = _gpu_step_inputs(7, T, "moderate", T <= 4096, dtype, 3)
+    want = None
+    if T <= 4096:
+        want_out = ref.loglinear_gated_delta(*rs)
+        (want_out * do).sum().backward()
+        want, want_out = [r.grad.cpu().numpy() for r in rs], want_out.detach().cpu().numpy()
+    do_np, tol, got, outs = do.cpu().numpy(), BF16 if dtype == "bfloat16" else F32, {}, {}
+    for on in (True, False):
+        monkeypatch.setattr(gdb, "TIER_BWD_STORES", on)
+        seen.clear()
+        xs = [r.detach().to(td).requires_grad_(True) for r in rs]
+        out = lsattn.loglinear_gated_delta(*xs)
+        (out.double() * do).sum().backward()
+        got[on], outs[on] = [x.grad.double().cpu().numpy() for x in xs], out.detach().double().cpu().numpy()
+        assert seen == [(on, on)], seen
+        assert all(np.isfinite(g).all() for g in got[on])
+        if want is not None:
+            print(f"T={T} {dtype} s16={s16} TIER_BWD_STORES={on}: " + " ".join(
+                f"{k} {v:.2e}" for k, v in _rel_errors(got[on], want, want_out, do_np).items()))
+            check(got[on], want, want_out, do_np, tol, f"{dtype} T={T} TIER_BWD_STORES={on}")
+    ref_out = want_out if want is not None else outs[False]
+    print(f"T={T} {dtype} s16={s16} on against off: " + " ".join(
+        f"{k} {v:.2e}" for k, v in _rel_errors(got[True], got[False], ref_out, do_np).items()))
+    check(got[True], got[False], ref_out, do_np, tol, f"{dtype} T={T} on against off")
+    assert np.array_equal(outs[True], outs[False])

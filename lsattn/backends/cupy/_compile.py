@@ -517,9 +517,10 @@ class CupyOps:
 
     def gd_tier3_bwd(self, cfg, tier, qe, Qp, Sb, lam, dout, dQp, dSb, dlam, T, DK, DV, L, n, BH, x1=False):
         """K1 of the two-tier scan's backward (gated_delta_tier3_bwd.cu), gd_tier3's: from the forward's saved qe,
-        Qp (BH, n, C, DK) (gd_e), Sb (BH, popsum(nP), DK, DV), lam (BH, T, L) and dout (BH, n, C, DV), adds into dQp
-        (BH, n, C, DK) and dlam's coarse columns (zeroed by the caller), writes dSb (as Sb) for periods >= 1; one block
-        per (period >= 1, sequence, 64 value columns); x1: its 1xTF32 build (bfloat16 callers)."""
+        Qp (BH, n, C, DK) (gd_e), Sb (BH, popsum(nP), DK, DV), lam (BH, T, L) and dout (BH, n, C, DV), writes dQp (BH, n,
+        C, DK) whole where DV <= 64 (one column block; else adds into it, zeroed by the caller), adds into dlam's coarse
+        columns (zeroed by the caller), writes dSb (as Sb) for periods >= 1; one block per (period >= 1, sequence, 64
+        value columns); x1: its 1xTF32 build (bfloat16 callers)."""
         if tier.NCL == 0:  # one period: no coarse slot
             return
         i = self._i
@@ -548,17 +549,20 @@ class CupyOps:
             self._i(L), self._l(p), self._l(F), self._i(n), self._i(n_old), self._i(NLC), self._i(int(merge_last))),
            shared_mem=smem)
 
-    def gd_tier1x_bwd(self, cfg, tier, qe, ek, ph, g, dQp, dZ, dqe, dek, dph, dg, T, DK, n, BH, x1=False, bw=None):
+    def gd_tier1x_bwd(self, cfg, tier, qe, ek, ph, g, dQp, dZ, dqe, dek, dph, dg, T, DK, n, BH, x1=False, bw=None,
+                      st=False):
         """K3 of the two-tier scan's backward (gated_delta_tier1x_bwd.cu): gd_tier1x's backward, adding into dqe, dek
-        (BH, n, C, DK), dph (BH, n, DK, C), dg (BH, n) (zeroed, or holding gd_tier1_bwd's adds) the shares of the
-        transfers from dQp (BH, n, C, DK) and dZ (BH, nP, DK, DK) (float32; qe, ek (BH, n, C, DK), ph (BH, n, DK, C): the
-        forward's, ``cfg.s16``: bfloat16 patterns); one block per (period, sequence, ``cfg.tier1x_bwd_bw`` of X's d_k
-        columns). x1: the 1xTF32 build (gd_tier1x_bwd_x1, bfloat16 callers); bw: the columns (None: ``cfg.tier1x_bwd_bw``;
-        a timing build's GX_BW_SET)."""
+        (BH, n, C, DK), dph (BH, n, DK, C), dg (BH, n) (zeroed) the shares of the transfers from dQp (BH, n, C, DK) and
+        dZ (BH, nP, DK, DK) (float32; qe, ek (BH, n, C, DK), ph (BH, n, DK, C): the forward's, ``cfg.s16``: bfloat16
+        patterns); one block per (period, sequence, ``cfg.tier1x_bwd_bw`` of X's d_k columns). x1: the 1xTF32 build
+        (gd_tier1x_bwd_x1, bfloat16 callers); bw: the columns (None: ``cfg.tier1x_bwd_bw``; a timing build's
+        GX_BW_SET); st: dqe, dek, dph stored whole instead (any contents before; one column block, DK <= the columns;
+        with several the kernel adds), dg added as ever."""
         fn, block, smem = self._tk("gated_delta_tier_bwd", cfg, "gd_tier1x_bwd_x1" if x1 else "gd_tier1x_bwd")
         i = self._i
         fn((tier.nP * BH * -(-DK // (bw or cfg.tier1x_bwd_bw)),), block,
-           (qe, ek, ph, g, dQp, dZ, dqe, dek, dph, dg, i(T), i(DK), i(n), i(tier.nP), i(BH)), shared_mem=smem)
+           (qe, ek, ph, g, dQp, dZ, dqe, dek, dph, dg, i(T), i(DK), i(n), i(tier.nP), i(BH), i(int(st))),
+           shared_mem=smem)
     def gd_tier1_bwd(self, cfg, tier, qe, ek, ph, H, g, lam, dout, dTot, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L, n,
                      BH, x1=False, bw=None):
         """K4 of the two-tier scan's backward (gated_delta_tier1_bwd.cu): gd_tier1's low walks reversed, one block per
@@ -566,8 +570,8 @@ class CupyOps:
         build (gd_tier1_bwd_x1, bfloat16 callers). qe, ek (BH, n, C, DK), ph (BH, n, DK, C), H (BH, n, DK, DV):
         gd_forms' outputs (``cfg.s16``: bfloat16 patterns); g (BH, n), lam (BH, T, L), dout (BH, n, C, DV), dTot (BH,
         nP, DK, DV): the compute type. Writes dH (BH, n, DK, DV) whole; adds into dqe, dek (BH, n, C, DK), dph (BH, n,
-        DK, C), dg (BH, n) and dlam (BH, T, L)'s columns log2 C + 1, + 2 (zeroed by the caller; gd_tier1x_bwd adds into
-        the first four too)."""
+        DK, C), dg (BH, n) and dlam (BH, T, L)'s columns log2 C + 1, + 2 (zeroed by the caller, or dqe, dek, dph
+        stored by gd_tier1x_bwd's st before: launched after it; gd_tier1x_bwd adds into dg too)."""
         name = "gd_tier1_bwd_x1" if x1 else "gd_tier1_bwd"
         fn, block, smem = self._tk("gated_delta_tier_bwd", cfg, name)
         i = self._i

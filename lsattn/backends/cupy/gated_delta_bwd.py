@@ -33,7 +33,8 @@ nP log2(nP) / 2 coarse slots); Tot, Pc, Tg are freed when the forward returns. A
 (nP = 128, 448 slots): Qp 134 MB (bf16; float32 268), Z 67 MB, Sb 235 MB: **436 MB** (float32 callers 570), ~1/6 of
 gd_scan_bwd's scratch sv (2.68 GB), which this backward does not allocate. ``tier_backward`` runs the kernels K1-K4
 (gd_tier3_bwd, gd_coarse_bwd, gd_tier1x_bwd, gd_tier1_bwd: benchmarks/NOTES.md "Session 24 — s24c") on buffers of its
-own (at 32K float32: dQp 268 MB, dSb 235, dZ 67, dTot 67, beside the gradients gd_scan_bwd returns too), dropping each
+own (at 32K float32: dQp 268 MB, dSb 235, dZ 67, dTot 67, beside the gradients gd_scan_bwd returns too; those a kernel
+stores whole before any adds into them, dQp and dqe / dek / dph, not zeroed: ``TIER_BWD_STORES``), dropping each
 scratch array once its last reader is launched; the saved three are the autograd Function's saved tensors
 (``_autograd``): released after the backward, or kept for a second one where the graph is retained.
 """
@@ -48,7 +49,7 @@ from ._compile import make_config
 from .gated_delta import chunk_slots, tier_plan
 
 __all__ = ["Scan", "scan", "scan_backward", "differentiable", "forms_backward", "S16_TRAIN", "TIER_BWD", "scan_tier",
-           "scan_tiers", "tier_backward", "FORMS_X_SAVED", "forms_x"]
+           "scan_tiers", "tier_backward", "FORMS_X_SAVED", "forms_x", "TIER_BWD_STORES", "tier_stores"]
 
 #: bfloat16 callers' training steps on the two-tier path (``gated_delta.tier_plan``: from chunk 0, no state in or out,
 #: at the chunk of 64) run the inference forward's GD_S16 build (``Config.s16``: gd_forms' qeff, e^G K, phi, H stored as
@@ -70,6 +71,13 @@ TIER_BWD = True
 #: d=64 (session 28): the fwd+bwd step 0.93-0.94x at 8K-32K for +7% peak memory. False: nothing kept, gd_forms_bwd
 #: solves again (read at every forward call)
 FORMS_X_SAVED = True
+#: ``tier_backward`` allocates empty (no fill) the buffers a kernel writes whole before any kernel adds into them: dQp
+#: where K1 stores it whole (d_v <= 64: one column block; every row of periods >= 1, padding rows and period 0's rows
+#: as zeros) and dqe, dek, dph where K3 stores them (its ``st``: d_k <= 64, one column block of X's columns; K4 adds
+#: after it on the same stream). At B H = 32, d = C = 64: 1.07 GB of the 1.28 GB of fills at 32K not written
+#: (benchmarks/NOTES.md "Session 29 — s29a"). False: every buffer the kernels add into zeroed (session 24's
+#: host), for A/B timing (read at every backward call)
+TIER_BWD_STORES = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +158,13 @@ def scan_tiers(ops, sc, tier, qe, ek, ph, H, g, lam, intra, in_place=False):
     return out, [Qp, Z, Sb]
 
 
+def tier_stores(cfg, tier, DK, DV):
+    """(K1 stores dQp, K3 stores dqe / dek / dph) in ``tier_backward``'s call (``TIER_BWD_STORES``,
+    K1-K3 run: coarse levels; each kernel one column block: K1's 64 value columns, K3's ``cfg.tier1x_bwd_bw`` of d_k)."""
+    run = TIER_BWD_STORES and tier.NCL > 0
+    return run and DV <= 64, run and DK <= cfg.tier1x_bwd_bw
+
+
 def tier_backward(ops, sc, tier, saved, qe, ek, ph, H, g, lam, dout):
     """Gradients of ``scan_tiers`` for the output gradient ``dout`` (BH, n, C, d_v) float32 from its ``saved`` [Qp, Z,
     Sb] (the list emptied: each array dropped once its last reader is launched): K1 gd_tier3_bwd -> K2 gd_coarse_bwd
@@ -161,18 +176,20 @@ def tier_backward(ops, sc, tier, saved, qe, ek, ph, H, g, lam, dout):
     Qp, Z, Sb = saved
     saved.clear()
     args = (sc.cfg, tier)
-    # zeroed: the buffers the kernels add into (atomicAdd); the others written whole
-    dqe, dek = xp.zeros((BH, n, C, DK), dtype=dt), xp.zeros((BH, n, C, DK), dtype=dt)
-    dph, dg = xp.zeros((BH, n, DK, C), dtype=dt), xp.zeros((BH, n), dtype=dt)
-    dlam, dTot = xp.zeros((BH, sc.T, L), dtype=dt), xp.zeros((BH, tier.nP, DK, DV), dtype=dt)
+    k1st, k3st = tier_stores(sc.cfg, tier, DK, DV)
+    # zeroed: the buffers the kernels add into (atomicAdd) unless a kernel stores them first; the others written whole
+    a3 = xp.empty if k3st else xp.zeros  # (K3 stores, K4 adds after it: one stream)
+    dqe, dek, dph = a3((BH, n, C, DK), dtype=dt), a3((BH, n, C, DK), dtype=dt), a3((BH, n, DK, C), dtype=dt)
+    dg, dlam = xp.zeros((BH, n), dtype=dt), xp.zeros((BH, sc.T, L), dtype=dt)
+    dTot = xp.zeros((BH, tier.nP, DK, DV), dtype=dt)
     if tier.NCL:  # the coarse slots' reads (K1), their chains (K2), the transfers (K3); one period: none
-        dQp, dSb = xp.zeros((BH, n, C, DK), dtype=dt), xp.empty(Sb.shape, dtype=dt)
+        dQp, dSb = (xp.empty if k1st else xp.zeros)((BH, n, C, DK), dtype=dt), xp.empty(Sb.shape, dtype=dt)
         ops.gd_tier3_bwd(*args, qe, Qp, Sb, lam, dout, dQp, dSb, dlam, sc.T, DK, DV, L, n, BH, sc.x1)
         del Qp
         dZ = xp.zeros(Z.shape, dtype=dt)
         ops.gd_coarse_bwd(*args, Z, Sb, dSb, dZ, dTot, DK, DV, BH, sc.x1)
         del Z, Sb, dSb
-        ops.gd_tier1x_bwd(*args, qe, ek, ph, g, dQp, dZ, dqe, dek, dph, dg, sc.T, DK, n, BH, sc.x1)
+        ops.gd_tier1x_bwd(*args, qe, ek, ph, g, dQp, dZ, dqe, dek, dph, dg, sc.T, DK, n, BH, sc.x1, st=k3st)
         del dQp, dZ
     dH = xp.empty((BH, n, DK, DV), dtype=dt)
     ops.gd_tier1_bwd(*args, qe, ek, ph, H, g, lam, dout, dTot, dqe, dek, dph, dH, dg, dlam, sc.T, DK, DV, L, n, BH,

@@ -22,8 +22,9 @@
 //   (GdWarpTiles), operands from shared memory by gated_delta_bwd.cu's fragment helpers (3xTF32 split or 1xTF32
 //   rounded at the loads; GD_S16's bfloat16 tiles widened there).
 // Writes dH (BH, n, DK, DV) whole (every chunk's columns of the block: plain stores); adds (atomicAdd, into zeroed
-// outputs that K3, gd_tier1x_bwd, adds to as well) dqe, dek (BH, n, CH, DK), dph (BH, n, DK, CH), dg (BH, n) and dlam's
-// columns log2 CH + 1, + 2 (BH, T, L); rows t >= T read nothing (their weights and dout zero).
+// outputs that K3, gd_tier1x_bwd, adds to as well, or dqe, dek, dph as K3 stored them: its st, launched before) dqe, dek
+// (BH, n, CH, DK), dph (BH, n, DK, CH), dg (BH, n) and dlam's columns log2 CH + 1, + 2 (BH, T, L); rows t >= T read
+// nothing (their weights and dout zero).
 // Shared (Config.smem("gd_tier1_bwd")): the chunk's tiles qe, ek [t][kk], ph [kk][t] (gd_e, gd_tier1's padded
 // layout), the slots A, B, an H tile and D [kk][col] (row stride GT4_BW + 8), W, dW, dout [t][col] (GT4_BW + 4), the two
 // slots' read weights [2][CH] (Config.smem): at CH = d_k = 64 GD_S16's 94.5 KB at 32 columns (two blocks per SM),

@@ -15,6 +15,10 @@
 // Every column of X evolves on its own, so one block per (period pp (slowest), sequence bh, GX_BW of X's d_k
 // columns): grid nP BH ceil(DK / GX_BW); the sums over X's columns (dqe, dek, dph, dg) are the block's shares,
 // atomically added (float2 where two columns are adjacent) into zeroed outputs that gd_tier1_bwd (K4) adds into too.
+// st (s29a, the host's TIER_BWD_STORES where d_k <= GX_BW: one column block): dqe, dek, dph stored, not added: the block
+// writes every element of its period's chunks once (every row t < CH, padding rows included: nothing masks T here; every
+// column kk < DK), and K4, launched after this kernel on the same stream, adds to them; so the host need not zero them.
+// dg stays added (the warps' shares).
 // Per period: the recompute (i = 1 .. nc - 1: W = ek X_{i-1}, X_i = e^g X_{i-1} - ph W; 2 products, 1 at i = 1) and per
 // chunk 7 products (W, dW; dqe's, dek's, dph's; dX's two), at i = 0 2 (dW, dph's): 28 at nc = 4.
 // Threads: NT = 256 (8 warps); every product a M x N one in 16 x 8 tiles dealt over the warps (GdWarpTiles), mma.sync
@@ -76,12 +80,13 @@ __device__ __forceinline__ void gx_mm(float (&acc)[NTL][4], int r0, int n0, FA a
     const ta* __restrict__ gc,   /* (BH, n)         chunk total log decay */                                          \
     const ta* __restrict__ dQp,  /* (BH, n, CH, DK) Qp's gradient (K1: every chunk's rows) */                         \
     const ta* __restrict__ dZ,   /* (BH, nP, DK, DK) Z's gradient (K2) */                                             \
-    ta* __restrict__ dqe,        /* (BH, n, CH, DK) in: zeros (or K4's adds); out: + this kernel's */                 \
+    ta* __restrict__ dqe,        /* (BH, n, CH, DK) in: zeros (st: anything); out: + this kernel's (st: its) */       \
     ta* __restrict__ dek,        /* (BH, n, CH, DK) likewise */                                                        \
     ta* __restrict__ dph,        /* (BH, n, DK, CH) likewise */                                                        \
-    ta* __restrict__ dg,         /* (BH, n)         likewise */                                                        \
-    int T, int DK, int n, int nP, int BH
-#define GX_ARGS qe, ek, ph, gc, dQp, dZ, dqe, dek, dph, dg, T, DK, n, nP, BH
+    ta* __restrict__ dg,         /* (BH, n)         in: zeros; out: + this kernel's (st or not) */                    \
+    int T, int DK, int n, int nP, int BH,                                                                              \
+    int st /* 1: dqe, dek, dph stored (in: anything; one column block), 0: added */
+#define GX_ARGS qe, ek, ph, gc, dQp, dZ, dqe, dek, dph, dg, T, DK, n, nP, BH, st
 
 template <bool X1>
 __device__ __forceinline__ void gx_body(GX_PARAMS) {
@@ -94,6 +99,7 @@ __device__ __forceinline__ void gx_body(GX_PARAMS) {
     ta* dWs = Ws + CH * GX_LX;                                              // dW [t][col]
     check_smem(GX_SMEM);
     const int NCK = (DK + GX_BW - 1) / GX_BW;
+    const bool sto = st && NCK == 1;  // (block-uniform) the only writer of the period's dqe, dek, dph before K4
     const int pp = (int)(blockIdx.x / ((i64)BH * NCK));
     const i64 bh = blockIdx.x / NCK % BH;
     const int c0 = (int)(blockIdx.x % NCK) * GX_BW, tid = threadIdx.x;
@@ -230,7 +236,13 @@ __device__ __forceinline__ void gx_body(GX_PARAMS) {
                     const int t = wo.row(x), kk = wo.col(it, x);
                     if (kk >= DK) continue;
                     const i64 o = (cj * CH + t) * DK + kk;
-                    if (DK % 2 == 0) {
+                    if (sto && DK % 2 == 0) {
+                        *reinterpret_cast<float2*>(dqe + o) = float2{aq[it][x], aq[it][x + 1]};
+                        *reinterpret_cast<float2*>(dek + o) = float2{ae[it][x], ae[it][x + 1]};
+                    } else if (sto) {
+                        dqe[o] = aq[it][x], dek[o] = ae[it][x];
+                        if (kk + 1 < DK) dqe[o + 1] = aq[it][x + 1], dek[o + 1] = ae[it][x + 1];
+                    } else if (DK % 2 == 0) {
                         atomicAdd(reinterpret_cast<float2*>(dqe + o), float2{aq[it][x], aq[it][x + 1]});
                         atomicAdd(reinterpret_cast<float2*>(dek + o), float2{ae[it][x], ae[it][x + 1]});
                     } else {
@@ -243,8 +255,9 @@ __device__ __forceinline__ void gx_body(GX_PARAMS) {
             for (int idx = tid; idx < CH * GX_BW; idx += NT) {
                 const int t = idx / GX_BW, j = idx % GX_BW;
                 if (c0 + j >= DK) continue;
-                atomicAdd(dqe + (cj * CH + t) * DK + c0 + j, dQ[t * GX_LX + j]);
-                atomicAdd(dek + (cj * CH + t) * DK + c0 + j, dWs[t * GX_LX + j]);
+                const i64 o = (cj * CH + t) * DK + c0 + j;
+                if (sto) dqe[o] = dQ[t * GX_LX + j], dek[o] = dWs[t * GX_LX + j];
+                else atomicAdd(dqe + o, dQ[t * GX_LX + j]), atomicAdd(dek + o, dWs[t * GX_LX + j]);
             }
         // dph -= dX W^T (DKP x C, K = the block's columns)
         if (wp.on) {
@@ -260,7 +273,10 @@ __device__ __forceinline__ void gx_body(GX_PARAMS) {
 #pragma unroll
                 for (int x = 0; x < 4; x += 2) {  // (rows t, t + 1 of dph's row kk: CH is even)
                     const int kk = wp.row(x), t = wp.col(it, x);
-                    if (kk < DK) atomicAdd(reinterpret_cast<float2*>(dph + (cj * DK + kk) * CH + t), float2{-ap[it][x], -ap[it][x + 1]});
+                    if (kk >= DK) continue;
+                    float* o = dph + (cj * DK + kk) * CH + t;
+                    if (sto) *reinterpret_cast<float2*>(o) = float2{-ap[it][x], -ap[it][x + 1]};
+                    else atomicAdd(reinterpret_cast<float2*>(o), float2{-ap[it][x], -ap[it][x + 1]});
                 }
         }
         // dX' = e^g dX + ek^T dW + qe^T dQp (DKP x GX_BW, K = CH; not at i = 0) and dg's share, e^g <dX, X_i>

@@ -12,13 +12,15 @@
 //   dS_cl(pp) += Qp_c^T (lam dout_c)                 (d_k x the block's columns)
 // (the forward's r = Qp S not needed: dlam from U). Two products per (slot, chunk).
 // Grid: one block per (period pp >= 1, sequence, GT3B_BW = 64 value columns) ((nP - 1) BH NCB; period 0 holds no slot:
-// its dQp stays zero). The period's chunks in groups of GT3B_R chunks (2 at d_k = C = 64: two blocks a SM) whose
-// Qp (qe) and dout tiles stay in shared memory while the period's slots pass (the slot outer: S copied once a group,
-// the next slot's copy during the current one's products); dQp's R chunks accumulate in registers over the slots.
+// its dQp rows are zeros, the host's, or stored by period 1's block where NCB = 1). The period's chunks in groups of
+// GT3B_R chunks (2 at d_k = C = 64: two blocks a SM) whose Qp (qe) and dout tiles stay in shared memory while the
+// period's slots pass (the slot outer: S copied once a group, the next slot's copy during the current one's products);
+// dQp's R chunks accumulate in registers over the slots.
 // Writes: dSb (BH, popsum(nP), DK, DV) every entry of pp's slots, the block's columns (plain stores; R < 4: the later
-// groups add to the first's, the same thread's entries); dQp (BH, n, CH, DK) stored where d_v has one column block, else
-// atomicAdd (the column blocks' partial sums), and dlam (BH, T, L) atomicAdd (zeroed by the host); pairs of columns
-// (float2) where d_k is even.
+// groups add to the first's, the same thread's entries); dQp (BH, n, CH, DK) stored whole where d_v has one column
+// block (every row of periods >= 1, the padding rows past T and period 0's rows as zeros: the host's dQp need not be
+// zeroed, TIER_BWD_STORES), else atomicAdd (the column blocks' partial sums; rows past T, period 0 untouched), and dlam
+// (BH, T, L) atomicAdd (zeroed by the host); pairs of columns (float2) where d_k is even.
 // Shared (Config.smem("gd_tier3_bwd")): Qp's R CH rows [t][kk] (gd_e, row stride GD_LDQE), dout's R CH rows [t][col]
 // (row stride GT3B_LD), two buffers of a slot [kk][col] (row stride GT3B_LS: the transposed B reads of U on 32 banks)
 // and of its R CH read weights.
@@ -94,6 +96,8 @@ __device__ __forceinline__ void gt3b_body(const gd_e* __restrict__ qe, const gd_
     float dq[R][TWA][4] = {};  // dQp of the group's chunks, the warp's U tiles
     load(0);
     cp_async_commit();
+    if (pp == 1 && NCB == 1)  // (one column block) period 0's dQp rows, which no block sums into: their zeros
+        for (i64 idx = tid; idx < (i64)GD_TP * CH * DK; idx += NT) dQp[bh * n * CH * DK + idx] = (ta)0;
     for (int j = 0; j < NI; ++j) {
         const int s = j % ns, g = j / ns;
         if (s == 0)  // the group's tiles (the previous group's readers passed the last barrier)
@@ -237,9 +241,10 @@ __device__ __forceinline__ void gt3b_body(const gd_e* __restrict__ qe, const gd_
 #pragma unroll
                     for (int x = 0; x < 4; x += 2) {  // (columns kk, kk + 1 of row t: a pair)
                         const int t = wa.row(x), kk = wa.col(i, x);
-                        const float v0 = dq[r][i][x], v1 = dq[r][i][x + 1];
+                        const bool past = (i64)c * CH + t >= T;  // (a padding row: stored as its zero where NCB = 1)
+                        const float v0 = past ? 0.f : dq[r][i][x], v1 = past ? 0.f : dq[r][i][x + 1];
                         dq[r][i][x] = dq[r][i][x + 1] = 0.f;
-                        if (c >= n || kk >= DK || (i64)c * CH + t >= T) continue;
+                        if (c >= n || kk >= DK || (past && NCB > 1)) continue;
                         ta* q = dQp + ((bh * n + c) * CH + t) * DK + kk;
                         if (DK % 2 == 0 && NCB == 1) *reinterpret_cast<gd_pair*>(q) = gd_pair{v0, v1};
                         else if (DK % 2 == 0) atomicAdd(reinterpret_cast<float2*>(q), float2{v0, v1});
@@ -263,7 +268,7 @@ extern "C" __global__ void __launch_bounds__(NT, GT3B_MINB) gd_tier3_bwd(
     const ta* __restrict__ Sb,    // (BH, popsum(nP), DK, DV) the coarse slots (complete: gd_coarse / gd_cfill)
     const ta* __restrict__ lam,   // (BH, T, L)
     const ta* __restrict__ dout,  // (BH, n, CH, DV) the scan output's gradient
-    ta* __restrict__ dQp,         // (BH, n, CH, DK) in: zeros
+    ta* __restrict__ dQp,         // (BH, n, CH, DK) in: zeros where d_v > 64 (else anything: stored whole)
     ta* __restrict__ dSb,         // as Sb, out (every entry of periods >= 1)
     ta* __restrict__ dlam,        // (BH, T, L) in: zeros (or others' adds)
     int T, int DK, int DV, int L, int n, int nP, int BH) {
