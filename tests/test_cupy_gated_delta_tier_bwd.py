@@ -283,7 +283,8 @@ def bf16_dout(dout):
 def test_tier3_bwd_do16_bit_equal(build, T, dk, dv, C):
     """gd_tier3_bwd's GD_DO16 build (``TRAIN_OUT16``: dout as bfloat16 patterns, widened at the load; x1: no tf32
     rounding pass over them) equals the float32 build on the widened same values bit for bit (widening is exact, the
-    tf32 rounding of a bfloat16 value the value): dQp, dSb, dlam."""
+    tf32 rounding of a bfloat16 value the value): dQp, dSb, dlam (with two column blocks, d_v = 70, their atomic adds
+    into dlam in the emulation's block order, which varies from run to run as on the GPU: within 2^-20 of max |dlam|)."""
     if shutil.which("g++") is None:
         pytest.skip("no g++ to build the CPU emulation of the kernels")
     s16 = build == "s16"
@@ -293,7 +294,10 @@ def test_tier3_bwd_do16_bit_equal(build, T, dk, dv, C):
     want = run_k1(EmuTierBwdOps(), cfg, tier, arrays[:4] + (wide,), T, build != "f32")
     got = run_k1(EmuTierBwdOps(), dataclasses.replace(cfg, do16=True), tier, arrays[:4] + (pats,), T, build != "f32")
     for name, g, w in zip(("dQp", "dSb", "dlam"), got, want):
-        np.testing.assert_array_equal(g, w, err_msg=f"{name} {build}")
+        if name == "dlam" and dv > 64:
+            assert rel32(g, w) <= 2.0 ** -20, (name, build, rel32(g, w))
+        else:
+            np.testing.assert_array_equal(g, w, err_msg=f"{name} {build}")
 
 
 def _cupy_ready():
