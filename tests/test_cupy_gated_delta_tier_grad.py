@@ -603,6 +603,57 @@ def test_gpu_training_forms_x_saved(monkeypatch, dtype, T, s16, resets):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("T, grouped, tmin", [(1000, False, 0), (2100, True, 0), (8192 + 100, False, None)])
+def test_gpu_training_train_out16(monkeypatch, T, grouped, tmin):
+    """``TRAIN_OUT16`` on the GPU: the public bfloat16 training step (B = 1, H = 2, d = 64, S16, TIER_BWD) with the
+    switch on and off in one process: the output bfloat16 either way and identical bit for bit (gd_tier3's rounding
+    against the registry's cast of the float32 output); on, K1, K4 and gd_forms_bwd_x1 launched from their GD_DO16
+    builds (Config.do16), off from the others; every gradient against float64 autograd of the reference within BF16
+    (up to 2100 tokens: 33 chunks, the grouped coarse form; 8292: the production TIER_MIN_CHUNKS, on against off only),
+    on against off within BF16 (errors printed)."""
+    from test_training import _cuda
+
+    _cuda(torch)
+    from lsattn.backends.cupy import _compile
+    from test_cupy_gated_delta_grad import _rel_errors
+
+    if tmin is not None:
+        monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", tmin)
+    monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 0 if grouped else 10**9)
+    launched, real = [], _compile.CupyOps._tk
+    monkeypatch.setattr(_compile.CupyOps, "_tk",
+                        lambda self, op, cfg, name: launched.append((name, cfg.do16)) or real(self, op, cfg, name))
+    td, do, rs = _gpu_step_inputs(7, T, "moderate", T < 2000, "bfloat16", 3)
+    want = None
+    if T <= 4096:
+        want_out = ref.loglinear_gated_delta(*rs)
+        (want_out * do).sum().backward()
+        want, want_out = [r.grad.cpu().numpy() for r in rs], want_out.detach().cpu().numpy()
+    do_np, got, outs = do.cpu().numpy(), {}, {}
+    for on in (True, False):
+        monkeypatch.setattr(gdb, "TRAIN_OUT16", on)
+        launched.clear()
+        xs = [r.detach().to(td).requires_grad_(True) for r in rs]
+        out = lsattn.loglinear_gated_delta(*xs)
+        assert out.dtype == torch.bfloat16
+        (out.double() * do).sum().backward()
+        got[on], outs[on] = [x.grad.double().cpu().numpy() for x in xs], out.detach().double().cpu().numpy()
+        do16 = {k: d for k, d in launched if k in ("gd_tier3_bwd_x1", "gd_tier1_bwd_x1", "gd_forms_bwd_x1")}
+        assert do16 == {k: on for k in ("gd_tier3_bwd_x1", "gd_tier1_bwd_x1", "gd_forms_bwd_x1")}, launched
+        assert all(np.isfinite(g).all() for g in got[on])
+        if want is not None:
+            print(f"T={T} TRAIN_OUT16={on}: " + " ".join(
+                f"{k} {v:.2e}" for k, v in _rel_errors(got[on], want, want_out, do_np).items()))
+            check(got[on], want, want_out, do_np, BF16, f"T={T} TRAIN_OUT16={on}")
+    assert np.array_equal(outs[True], outs[False]), "gd_tier3's bfloat16 output: the float32 output's rounding"
+    if want is None:
+        want_out = outs[False]
+    print(f"T={T} TRAIN_OUT16 on against off: " + " ".join(
+        f"{k} {v:.2e}" for k, v in _rel_errors(got[True], got[False], want_out, do_np).items()))
+    check(got[True], got[False], want_out, do_np, BF16, f"T={T} TRAIN_OUT16 on against off")
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("dtype, T", [("bfloat16", 8192 + 100), ("bfloat16", 32768), ("float32", 8192 + 100)])
 def test_gpu_tier_bwd_long_against_gd_scan_bwd(monkeypatch, dtype, T):
     """The production path (C = 64, TIER_MIN_CHUNKS as it is; 32K: 128 periods, the grouped coarse form with gd_cfill

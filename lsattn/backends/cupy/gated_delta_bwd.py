@@ -40,6 +40,7 @@ scratch array once its last reader is launched; the saved three are the autograd
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 from ..._chunktree import chunk_layout, from_chunks
@@ -172,7 +173,12 @@ def scan_tiers(ops, sc, tier, qe, ek, ph, H, g, lam, intra, in_place=False, o16=
 def _dout_cfg(cfg, dout):
     """``cfg``, or its GD_DO16 build (``Config.do16``) where the output gradient ``dout`` is bfloat16 patterns
     (``TRAIN_OUT16``)."""
-    return dataclasses.replace(cfg, do16=True) if dout.dtype.itemsize == 2 else cfg
+    return _do16(cfg) if dout.dtype.itemsize == 2 else cfg
+
+
+@functools.lru_cache(maxsize=None)
+def _do16(cfg):
+    return dataclasses.replace(cfg, do16=True)
 
 
 def bf16_dout(xp, d, T, n, C):
