@@ -12,7 +12,7 @@
 // gd_forms_bwd's launch (x1: gd_forms_bwd_x1's): grid (n, BH), NT threads per block, smem bytes of dynamic shared memory
 // (-DTI_BF16=1: the inputs and their gradients as bfloat16 patterns; dlw: null or the float gradient added into dlam).
 extern "C" void run_forms_bwd(const ti* q, const ti* k, const ti* v, const ti* a, const ti* bt, const ti* lam,
-                              const ta* dqe, const ta* dek, const ta* dph, const ta* dH, const ta* dg, const ta* dI,
+                              const ta* dqe, const ta* dek, const ta* dph, const ta* dH, const ta* dg, const gd_do* dI,
                               ti* dq, ti* dk, ti* dv, ti* da, ti* dbeta, ti* dlam, const ta* dlw, int T, int DK, int DV,
                               int L, i64 p, i64 F, int n, int BH, unsigned smem, int x1, const ta* xin) {
     emu_smem = smem;  // the host's Config.smem("gd_forms_bwd"): check_smem aborts below the kernel's need

@@ -23,7 +23,7 @@ void emu_run(unsigned nblocks, unsigned smem, F body) {
 
 // ---- K1 gd_tier3_bwd (s25a) ----
 // gd_tier3_bwd's launch: nblocks ((nP - 1) BH NCB), NT threads, smem bytes; x1: gd_tier3_bwd_x1 (1xTF32)
-extern "C" void run_tier3_bwd(const gd_e* qe, const gd_e* Qp, const ta* Sb, const ta* lam, const ta* dout, ta* dQp, ta* dSb,
+extern "C" void run_tier3_bwd(const gd_e* qe, const gd_e* Qp, const ta* Sb, const ta* lam, const gd_do* dout, ta* dQp, ta* dSb,
                               ta* dlam, int T, int DK, int DV, int L, int n, int nP, int BH, int x1, unsigned nblocks,
                               unsigned smem) {
     emu_run(nblocks, smem, [=] {
@@ -56,9 +56,9 @@ extern "C" void run_tier1x_bwd(const gd_e* qe, const gd_e* ek, const gd_e* ph, c
 
 // ---- K4 gd_tier1_bwd (s25c) ----
 // gd_tier1_bwd's launch (CupyOps.gd_tier1_bwd): a 1-D grid of nblocks, smem bytes; x1: gd_tier1_bwd_x1 (1xTF32);
-// -DGD_S16=1: qe, ek, ph, Hc as bfloat16 patterns (gd_e)
+// -DGD_S16=1: qe, ek, ph, Hc as bfloat16 patterns (gd_e); -DGD_DO16=1 (K1 and K4): dout as bfloat16 patterns (gd_do)
 extern "C" void run_tier1_bwd(const gd_e* qe, const gd_e* ek, const gd_e* ph, const gd_e* Hc, const ta* gc, const ta* lam,
-                              const ta* dout, const ta* dTot, ta* dqe, ta* dek, ta* dph, ta* dH, ta* dg, ta* dlam, int T,
+                              const gd_do* dout, const ta* dTot, ta* dqe, ta* dek, ta* dph, ta* dH, ta* dg, ta* dlam, int T,
                               int DK, int DV, int L, int n, int nP, int BH, int x1, unsigned nblocks, unsigned smem) {
     emu_run(nblocks, smem, [=] {
         if (x1)

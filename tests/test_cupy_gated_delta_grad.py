@@ -410,6 +410,7 @@ class EmulatedOps(Emulated):
         defines = {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP} | ({"TI_BF16": 1} if cfg.half == "bf16" else {})
         defines |= ({"GD_S16": 1} if cfg.s16 else {}) | self.extra  # (S16_TRAIN: _compile.defines)
         defines |= {"FB_XIN": 1} if cfg.xs else {}  # (FORMS_X_SAVED: _compile.defines)
+        defines |= {"GD_DO16": 1} if cfg.do16 else {}  # (TRAIN_OUT16: _compile.defines)
         return emulation("cuda_emu_gd_forms_bwd.cpp", defines,
                          {"KERNEL": scan_source(), "BWD_KERNEL": bwd_source(),
                           "FORMS_BWD_KERNEL": cupy_source("gated_delta_forms_bwd.cu")})
@@ -420,7 +421,9 @@ class EmulatedOps(Emulated):
         opt = None if dlw is None else dlw.ctypes.data_as(ctypes.c_void_p)
         assert xin is None or (cfg.xs and xin.flags.c_contiguous and xin.dtype == arrays[6].dtype), "xin: FB_XIN's"
         xp_ = None if xin is None else xin.ctypes.data_as(ctypes.c_void_p)
-        ptrs = self._ptrs(arrays[:6]) + self._ptrs(arrays[6:12]) + self._ptrs(arrays[12:])  # (bf16: inputs, outputs int16)
+        assert (arrays[11].dtype.itemsize == 2) == cfg.do16, "dI: bfloat16 patterns in the GD_DO16 build (TRAIN_OUT16)"
+        ptrs = (self._ptrs(arrays[:6]) + self._ptrs(arrays[6:11]) + self._ptrs(arrays[11:12])  # (bf16: inputs, outputs
+                + self._ptrs(arrays[12:]))  # int16; dI where cfg.do16)
         self._lib(cfg).run_forms_bwd(*ptrs, opt, *ints, ctypes.c_int(n), ctypes.c_int(BH),
                                      ctypes.c_uint(cfg.smem("gd_forms_bwd")), ctypes.c_int(int(x1)), xp_)
 
@@ -641,6 +644,32 @@ def _forms_case(half, seed, x1):
     sc = gdb.Scan(make_config("float", dk, 16, C), T, P, lay.first_chunk, n, 1, False, x1, half)
     shapes = [(2, n, C, dk), (2, n, C, dk), (2, n, dk, C), (2, n, dk, dv), (2, n), (2, n, C, dv)]
     return (C, dk, dv, T, P, L), arrays, rng, lay, sc, shapes
+
+
+@pytest.mark.parametrize("xs", [False, True])
+def test_forms_bwd_do16_bit_equal(xs):
+    """gd_forms_bwd_x1's GD_DO16 build (``TRAIN_OUT16``: the intra output's gradient dI as bfloat16 patterns, widened
+    where its tiles are loaded) equals the build reading float32 dI on the widened same values bit for bit (the
+    bfloat16 callers' TI_BF16 build; an offset inside a chunk, padding rows, d_v odd); xs: the FB_XIN build (X given)."""
+    if shutil.which("g++") is None:
+        pytest.skip("no g++ to build the CPU emulation of the kernels")
+    import dataclasses
+
+    from lsattn.backends.cupy import gated_delta as cgd
+    from lsattn.backends.cupy._arrays import narrow, widen
+
+    (C, *_, P, _), arrays, rng, lay, sc, shapes = _forms_case("bf16", 64 + 70 + 3, True)
+    grads = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    pats = narrow(np, grads[5], "bf16")
+    xin = None
+    if xs:  # the forward's X (gd_forms' GF_XO build)
+        sc = dataclasses.replace(sc, xs=True)
+        xin = np.empty((2, lay.n_chunks, C, C), dtype=np.float32)
+        cgd.forms(Emulated(), sc.fcfg, *arrays, P, xo=xin)
+    want = gdb.forms_backward(EmulatedOps(), sc, *arrays, grads[:5] + [widen(np, pats, "bf16")], xin=xin)
+    got = gdb.forms_backward(EmulatedOps(), sc, *arrays, grads[:5] + [pats], xin=xin)
+    for name, g, w in zip(["dq", "dk", "dv", "da", "dbeta", "dlam"], got, want):
+        assert np.array_equal(g, w), f"{name} xs={xs}"
 
 
 @pytest.mark.parametrize("half", ["", "bf16"])

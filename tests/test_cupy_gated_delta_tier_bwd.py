@@ -13,6 +13,7 @@ strong, mixed decays and -inf resets), random adjoints dQp, dZ."""
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import shutil
 
 import numpy as np
@@ -49,12 +50,12 @@ def tier_bwd_source():
 
 
 def tier_bwd_lib(cfg, extra=None):
-    """The emulation of the family's build for ``cfg`` (_compile.defines' TA, TI_BF16, CH, DKP, GD_S16; extra: a
+    """The emulation of the family's build for ``cfg`` (_compile.defines' TA, TI_BF16, CH, DKP, GD_S16, GD_DO16; extra: a
     timing build's other -D options)."""
     scan = "\n".join(cupy_source(f) for f in ("gated_delta.cu", "gated_delta_tier.cu", "gated_delta_coarse.cu"))
     bwd = cupy_source("gated_delta_bwd.cu") + "\n" + cupy_source("gated_delta_bwd_scan.cu")
     defines = {"TA": cfg.ta, "TI_BF16": int(cfg.half == "bf16"), "CH": cfg.CH, "DKP": cfg.DKP}
-    defines |= ({"GD_S16": 1} if cfg.s16 else {}) | (extra or {})
+    defines |= ({"GD_S16": 1} if cfg.s16 else {}) | ({"GD_DO16": 1} if cfg.do16 else {}) | (extra or {})
     return emulation("cuda_emu_gd_tier_bwd.cpp", defines, {"KERNEL": scan, "BWD_KERNEL": bwd, "TIER_BWD_KERNEL": tier_bwd_source()})
 
 
@@ -288,6 +289,37 @@ def test_tier3_bwd_chunks_held_emulated(R):
     tier, arrays, want = k1_case(4, 2, 470, 9, 20, 16, "moderate", False)  # 30 chunks: the last period's 2 of 4
     got = run_k1(ops, cgd._config("float", 9, 16, ""), tier, arrays, 470, False)
     check_k1(got, want, tier, K1_F32, f"R={R}")
+
+
+def bf16_dout(dout):
+    """float32 ``dout`` rounded to bfloat16 (nearest even): (its patterns (int16), their exact float32 values)."""
+    pats = narrow(np, np.ascontiguousarray(dout, dtype=np.float32), "bf16")
+    return pats, widen(np, pats, "bf16")
+
+
+@pytest.mark.parametrize("build, T, dk, dv, C", [
+    ("s16", 700, 64, 20, 64),  # the bfloat16 callers' GD_S16 x1 build; d_v % 4 == 0: 8-byte loads; 11 chunks: T % C
+    ("x1", 650, 16, 70, 16),   # 1xTF32 on float32 intermediates, two column blocks (the second partial), element loads
+    ("f32", 500, 7, 5, 16),    # 3xTF32 (no tf32 rounding pass), odd d_v
+])
+def test_tier3_bwd_do16_bit_equal(build, T, dk, dv, C):
+    """gd_tier3_bwd's GD_DO16 build (``TRAIN_OUT16``: dout as bfloat16 patterns, widened at the load; x1: no tf32
+    rounding pass over them) equals the float32 build on the widened same values bit for bit (widening is exact, the
+    tf32 rounding of a bfloat16 value the value): dQp, dSb, dlam (with two column blocks, d_v = 70, their atomic adds
+    into dlam in the emulation's block order, which varies from run to run as on the GPU: within 2^-20 of max |dlam|)."""
+    if shutil.which("g++") is None:
+        pytest.skip("no g++ to build the CPU emulation of the kernels")
+    s16 = build == "s16"
+    tier, arrays, _ = k1_case(9, 2, T, dk, dv, C, "moderate", s16)
+    pats, wide = bf16_dout(arrays[4])
+    cfg = cgd._config("float", dk, C, "bf16" if s16 else "", s16)
+    want = run_k1(EmuTierBwdOps(), cfg, tier, arrays[:4] + (wide,), T, build != "f32")
+    got = run_k1(EmuTierBwdOps(), dataclasses.replace(cfg, do16=True), tier, arrays[:4] + (pats,), T, build != "f32")
+    for name, g, w in zip(("dQp", "dSb", "dlam"), got, want):
+        if name == "dlam" and dv > 64:
+            assert rel32(g, w) <= 2.0 ** -20, (name, build, rel32(g, w))
+        else:
+            np.testing.assert_array_equal(g, w, err_msg=f"{name} {build}")
 
 
 def _cupy_ready():
@@ -667,10 +699,11 @@ T4_F32, T4_X1 = 1e-4, 1e-2
 T4_OUT = ("dqe", "dek", "dph", "dH", "dg", "dlam")
 
 
-def t4_case(seed, B, T, C, dk, dv, decay, mode, ops, xp=np, bw=None, raw=False):
+def t4_case(seed, B, T, C, dk, dv, decay, mode, ops, xp=np, bw=None, raw=False, do16=None):
     """gd_tier1_bwd (``mode``: 'f32' 3xTF32, 'x1' 1xTF32 on float32 intermediates, 's16' 1xTF32 on bfloat16 ones) on
     ``ops`` against the twin's tier1_bwd, the forms of tests/test_gated_delta_tier_bwd.make's inputs, random dout and
-    dTot (the last period's zero: no output) -> {output: relative error} (raw: {output: the kernel's})."""
+    dTot (the last period's zero: no output) -> {output: relative error} (raw: {output: the kernel's}). do16: dout
+    rounded to bfloat16, passed as float32 values ('wide') or as the patterns to the GD_DO16 build ('pats')."""
     q, k, v, a, beta, lam = tb.make(seed, B, T, dk, dv, decay)
     (qe, ek, ph, H, g), _, lay = tb.forms(np, q, k, v, a, beta, lam, C)
     n, nP, L = lay.n_chunks, -(-lay.n_chunks // tw.TP), lam.shape[-1]
@@ -678,6 +711,10 @@ def t4_case(seed, B, T, C, dk, dv, decay, mode, ops, xp=np, bw=None, raw=False):
     dout = rng.standard_normal((B, n, C, dv)).astype(np.float32)
     dtot = rng.standard_normal((B, nP, dk, dv)).astype(np.float32)
     dtot[:, -1] = 0
+    dk_in = dout
+    if do16:
+        pats, dout = bf16_dout(dout)
+        dk_in = pats if do16 == "pats" else dout
     s16 = mode == "s16"
     if s16:  # bfloat16 patterns, as the GD_S16 forward stores them
         kin = [narrow(np, x.astype(np.float32), "bf16").view(np.uint16) for x in (qe, ek, ph, H)]
@@ -692,10 +729,11 @@ def t4_case(seed, B, T, C, dk, dv, decay, mode, ops, xp=np, bw=None, raw=False):
     tw.tier1_bwd(*wid, g32.astype(np.float64), lam32.astype(np.float64), dout.astype(np.float64),
                  [dtot[:, p].astype(np.float64) for p in range(nP)], geo, want)
     cfg = cgd._config("float", dk, C, "bf16" if mode != "f32" else "", s16)
+    cfg = dataclasses.replace(cfg, do16=True) if do16 == "pats" else cfg
     assert cfg.CH == C
     got = {key: xp.zeros(want[key].shape, dtype=xp.float32) for key in T4_OUT}
     got["dH"][...] = np.nan  # written whole
-    dev = [xp.asarray(x) for x in kin + [g32, lam32, dout, dtot]]
+    dev = [xp.asarray(x) for x in kin + [g32, lam32, dk_in, dtot]]
     tier = cgd.Tier(nP, (nP - 1).bit_length(), n=n, C=C)
     CupyOps.gd_tier1_bwd(ops, cfg, tier, *dev, *(got[key] for key in T4_OUT), T, dk, dv, L, n, B, x1=mode != "f32", bw=bw)
     got = {key: np.asarray(x.get() if hasattr(x, "get") else x, dtype=np.float64) for key, x in got.items()}
@@ -812,6 +850,20 @@ def test_tier1_bwd_float2_adds_unrolled_bit_equal(mode, dk, dv, bw):
             assert rel32(a[key], b[key]) <= 2.0 ** -20, (key, rel32(a[key], b[key]))
         else:
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ to build the CPU emulation")
+@pytest.mark.parametrize("mode, B, T, C, dk, dv", [("s16", 1, 600, 64, 64, 40), ("x1", 2, 150, 16, 11, 13),
+                                                  ("f32", 2, 250, 16, 5, 70)])
+def test_tier1_bwd_do16_bit_equal(mode, B, T, C, dk, dv):
+    """gd_tier1_bwd's GD_DO16 build (``TRAIN_OUT16``: dout as bfloat16 patterns, widened at the load) equals the
+    float32 build on the widened same values bit for bit: the production GD_S16 x1 build (d_v % 4 == 0: 8-byte loads;
+    two 32-column blocks), 1xTF32 and 3xTF32 on float32 intermediates (odd d_v: element loads; two 64-column blocks, the
+    second partial); T not a multiple of C (the last chunk's rows past T zero)."""
+    a = t4_case(4, B, T, C, dk, dv, "moderate", mode, EmuTierBwdOps(), raw=True, do16="pats")
+    b = t4_case(4, B, T, C, dk, dv, "moderate", mode, EmuTierBwdOps(), raw=True, do16="wide")
+    for key in T4_OUT:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=f"{key} {mode}")
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ to build the CPU emulation")

@@ -32,7 +32,7 @@ from hypothesis import example, given, settings, strategies as st
 import lsattn
 from lsattn import reference as ref
 from lsattn.backends.cupy import gated_delta as cgd, gated_delta_bwd as gdb
-from lsattn.backends.cupy._arrays import widen
+from lsattn.backends.cupy._arrays import narrow, widen
 from lsattn.backends.cupy._compile import CupyOps, make_config
 
 import gd_tier_twin as tw
@@ -107,11 +107,17 @@ class TierTwinOps(EmulatedOps):
         for x in zero:
             assert not x.any(), "a buffer the kernels add into is zeroed"
 
+    @staticmethod
+    def _dout(cfg, dout):
+        """dout as the kernels read it: bfloat16 patterns (int16) where cfg.do16 (TRAIN_OUT16), else float32."""
+        assert dout.flags.c_contiguous and dout.dtype == (np.int16 if cfg.do16 else np.float32), dout.dtype
+
     def gd_tier3_bwd(self, cfg, tier, qe, Qp, Sb, lam, dout, dQp, dSb, dlam, T, DK, DV, L, n, BH, x1):
         self.calls.append("gd_tier3_bwd")
         # dQp: stored whole at one column block (d_v <= 64; period 0's rows: zeros), else added into zeros
         st, p0 = DV <= 64, 1 << tier.TM
-        self._bufs(cfg, (qe, Qp), Sb, lam, dout, dSb, dlam, zero=(dlam,) if st else (dQp, dlam))
+        self._bufs(cfg, (qe, Qp), Sb, lam, dSb, dlam, zero=(dlam,) if st else (dQp, dlam))
+        self._dout(cfg, dout)
         assert dQp.shape == Qp.shape == (BH, n, cfg.CH, DK) and dSb.shape == Sb.shape and dlam.shape == (BH, T, L)
         assert dQp.flags.c_contiguous and dQp.dtype == np.float32
         qp, _, sb = twin_saved(qe, Qp, None, Sb, tier.nP)
@@ -156,8 +162,9 @@ class TierTwinOps(EmulatedOps):
     def gd_tier1_bwd(self, cfg, tier, qe, ek, ph, H, g, lam, dout, dTot, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L, n,
                      BH, x1):
         self.calls.append("gd_tier1_bwd")
-        self._bufs(cfg, (qe, ek, ph, H), g, lam, dout, dTot, dqe, dek, dph, dH, dg, dlam)
+        self._bufs(cfg, (qe, ek, ph, H), g, lam, dTot, dqe, dek, dph, dH, dg, dlam)
         assert all(np.isfinite(x).all() for x in (dTot, dqe, dek, dph, dg, dlam))  # (added into: zeroed or written)
+        self._dout(cfg, dout)
         assert dH.shape == (BH, n, DK, DV)
         grads = {k: np.zeros(x.shape) for k, x in (("dqe", dqe), ("dek", dek), ("dph", dph), ("dH", dH), ("dg", dg),
                                                     ("dlam", dlam))}
@@ -357,7 +364,82 @@ def test_training_step_s16_tier_bwd(monkeypatch, kind, T, dk, dv, decay):
         assert bwd == (list(KERNELS) if on else ["gd_scan_bwd"]), ops.calls
         check(got[on], want, want_out, do, BF16, f"S16 T={T} TIER_BWD={on}")
     check(got[True], got[False], want_out, do, BF16, "S16 TIER_BWD on against off")
-    assert np.array_equal(outs[True], outs[False])
+    # (TRAIN_OUT16: on, gd_tier3's bfloat16 output; off, the float32 one: its rounding to bfloat16)
+    assert np.array_equal(outs[True], _bf16(outs[False]) if gdb.TRAIN_OUT16 else outs[False])
+
+
+def _bf16(x):
+    """float32-valued ``x`` rounded to bfloat16 (nearest even), as float64."""
+    return widen(np, narrow(np, np.asarray(x, dtype=np.float32), "bf16"), "bf16").astype(np.float64)
+
+
+def _do16_ops(kind):
+    """``_ops(kind, bf16=True)`` recording (kernel, cfg.do16) of K1, K4 and gd_forms_bwd in ``seen``."""
+    base = TierTwinOps if kind == "twin" else TierKernelOps
+
+    class Ops(base):
+        def __init__(self):
+            super().__init__(True)
+            self.seen = []
+
+        def gd_tier3_bwd(self, cfg, *a, **k):
+            self.seen.append(("gd_tier3_bwd", cfg.do16))
+            return base.gd_tier3_bwd(self, cfg, *a, **k)
+
+        def gd_tier1_bwd(self, cfg, *a, **k):
+            self.seen.append(("gd_tier1_bwd", cfg.do16))
+            return base.gd_tier1_bwd(self, cfg, *a, **k)
+
+        def gd_forms_bwd(self, cfg, *a, **k):
+            self.seen.append(("gd_forms_bwd", cfg.do16))
+            return base.gd_forms_bwd(self, cfg, *a, **k)
+
+    return Ops()
+
+
+@pytest.mark.parametrize("kind, batch, T, dk, dv", [
+    ("kernels", (2,), 600, 64, 20),  # 10 chunks (T % 64 = 24: padding rows), 3 periods: the production tiles
+    ("twin", (2,), 600, 64, 20),
+    ("kernels", (2, 2), 330, 20, 17),  # several batch axes, 6 chunks (2 periods, one coarse level), d_v odd
+    ("twin", (3,), 1, 20, 17),  # one token: one period, no gd_tier3 (the float32 output, cast by the caller)
+])
+def test_training_step_train_out16(monkeypatch, kind, batch, T, dk, dv):
+    """``TRAIN_OUT16`` on and off: the bfloat16 training step on the S16 path with the two-tier backward (K1-K4 on
+    ``TierTwinOps`` or the emulated kernels, gd_forms_bwd_x1's CUDA source). On, where gd_tier3 runs: the output
+    bfloat16 from the Function (gd_tier3's rounding), equal bit for bit to the float32 output of off rounded to bfloat16;
+    the backward's K1, K4 and gd_forms_bwd on their GD_DO16 builds (the bfloat16 output gradient as it arrives). Both
+    within BF16 of float64 autograd of the reference and of each other. One period (T = 1): the float32 output either
+    way, the float32 builds."""
+    _emu_ready()
+    monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)
+    monkeypatch.setattr(gdb, "TIER_BWD", True)
+    arrays = make(13, batch, T, dk, dv, keys="raw", key_scale=0.5 / np.sqrt(dk), decay="moderate")
+    if T > 100:
+        arrays[3][..., [70, T - 90]] = [-1e3, -1e6]
+    arrays = [torch.tensor(x).to(torch.bfloat16).double().numpy() for x in arrays]
+    do = np.random.default_rng(4).standard_normal(batch + (T, dv))
+    want, want_out = _grads(ref.loglinear_gated_delta, arrays, do)
+    o16 = T > 4 * 64  # (more than one period: gd_tier3 runs)
+    got, outs = {}, {}
+    for on in (True, False):
+        monkeypatch.setattr(gdb, "TRAIN_OUT16", on)
+        ops = _do16_ops(kind)
+        dtypes = []
+
+        def ours(*xs):
+            xs = [x.to(torch.bfloat16) for x in xs]
+            out = gdb.differentiable(*xs, 64, 0, None, context=bf16_context(ops), x1=True)
+            dtypes.append(out.dtype)
+            assert out.shape == batch + (T, dv)
+            return out.double()
+
+        got[on], outs[on] = _grads(ours, arrays, do)
+        assert dtypes == [torch.bfloat16 if on and o16 else torch.float32], dtypes
+        d16 = on and o16
+        assert ops.seen == ([("gd_tier3_bwd", d16)] if o16 else []) + [("gd_tier1_bwd", d16), ("gd_forms_bwd", d16)], ops.seen
+        check(got[on], want, want_out, do, BF16, f"TRAIN_OUT16={on} T={T} {kind}")
+    check(got[True], got[False], want_out, do, BF16, "TRAIN_OUT16 on against off")
+    assert np.array_equal(outs[True], _bf16(outs[False]) if o16 else outs[False])
 
 
 @pytest.mark.parametrize("dtype, T, dk, dv, C", [("float32", 420, 16, 17, 16), ("bfloat16", 600, 64, 20, 64)])
@@ -602,6 +684,57 @@ def test_gpu_training_forms_x_saved(monkeypatch, dtype, T, s16, resets):
             f"{k} {v:.2e}" for k, v in _rel_errors(got[True], got[False], want_out, do_np).items()))
     check(got[True], got[False], want_out, do_np, tol, f"{dtype} T={T} on against off")
     assert np.array_equal(outs[True], outs[False])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("T, grouped, tmin", [(1000, False, 0), (2100, True, 0), (8192 + 100, False, None)])
+def test_gpu_training_train_out16(monkeypatch, T, grouped, tmin):
+    """``TRAIN_OUT16`` on the GPU: the public bfloat16 training step (B = 1, H = 2, d = 64, S16, TIER_BWD) with the
+    switch on and off in one process: the output bfloat16 either way and identical bit for bit (gd_tier3's rounding
+    against the registry's cast of the float32 output); on, K1, K4 and gd_forms_bwd_x1 launched from their GD_DO16
+    builds (Config.do16), off from the others; every gradient against float64 autograd of the reference within BF16
+    (up to 2100 tokens: 33 chunks, the grouped coarse form; 8292: the production TIER_MIN_CHUNKS, on against off only),
+    on against off within BF16 (errors printed)."""
+    from test_training import _cuda
+
+    _cuda(torch)
+    from lsattn.backends.cupy import _compile
+    from test_cupy_gated_delta_grad import _rel_errors
+
+    if tmin is not None:
+        monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", tmin)
+    monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 0 if grouped else 10**9)
+    launched, real = [], _compile.CupyOps._tk
+    monkeypatch.setattr(_compile.CupyOps, "_tk",
+                        lambda self, op, cfg, name: launched.append((name, cfg.do16)) or real(self, op, cfg, name))
+    td, do, rs = _gpu_step_inputs(7, T, "moderate", T < 2000, "bfloat16", 3)
+    want = None
+    if T <= 4096:
+        want_out = ref.loglinear_gated_delta(*rs)
+        (want_out * do).sum().backward()
+        want, want_out = [r.grad.cpu().numpy() for r in rs], want_out.detach().cpu().numpy()
+    do_np, got, outs = do.cpu().numpy(), {}, {}
+    for on in (True, False):
+        monkeypatch.setattr(gdb, "TRAIN_OUT16", on)
+        launched.clear()
+        xs = [r.detach().to(td).requires_grad_(True) for r in rs]
+        out = lsattn.loglinear_gated_delta(*xs)
+        assert out.dtype == torch.bfloat16
+        (out.double() * do).sum().backward()
+        got[on], outs[on] = [x.grad.double().cpu().numpy() for x in xs], out.detach().double().cpu().numpy()
+        do16 = {k: d for k, d in launched if k in ("gd_tier3_bwd_x1", "gd_tier1_bwd_x1", "gd_forms_bwd_x1")}
+        assert do16 == {k: on for k in ("gd_tier3_bwd_x1", "gd_tier1_bwd_x1", "gd_forms_bwd_x1")}, launched
+        assert all(np.isfinite(g).all() for g in got[on])
+        if want is not None:
+            print(f"T={T} TRAIN_OUT16={on}: " + " ".join(
+                f"{k} {v:.2e}" for k, v in _rel_errors(got[on], want, want_out, do_np).items()))
+            check(got[on], want, want_out, do_np, BF16, f"T={T} TRAIN_OUT16={on}")
+    assert np.array_equal(outs[True], outs[False]), "gd_tier3's bfloat16 output: the float32 output's rounding"
+    if want is None:
+        want_out = outs[False]
+    print(f"T={T} TRAIN_OUT16 on against off: " + " ".join(
+        f"{k} {v:.2e}" for k, v in _rel_errors(got[True], got[False], want_out, do_np).items()))
+    check(got[True], got[False], want_out, do_np, BF16, f"T={T} TRAIN_OUT16 on against off")
 
 
 @pytest.mark.gpu

@@ -37,21 +37,31 @@ def main():
               f"{mem['off']:.2f} / {mem['on']:.2f} |")
 
 
-def one(T, REPS):
+def loss(out, do):
+    """The step's loss (ab_s29b.py's bf16 mode: ``(out * do).sum()``, no cast of its own)."""
+    return (out.float() * do.float()).sum()
+
+
+def case(T):
+    """The inputs (requiring grad) and dO of a step at T, and the step itself (fwd + bwd, grads cleared)."""
     x = [t.requires_grad_(True) for t in inputs(T, DTYPE)]
     do = torch.randn(x[2].shape, device="cuda", dtype=DTYPE, generator=torch.Generator("cuda").manual_seed(1))
 
     def timed():
-        out = lsattn.loglinear_gated_delta(*x)
-        (out.float() * do.float()).sum().backward()
+        loss(lsattn.loglinear_gated_delta(*x), do).backward()
         for t in x:
             t.grad = None
 
+    return x, do, timed
+
+
+def one(T, REPS):
+    x, do, timed = case(T)
     grads = {}
     for m in MODES + MODES:  # warm twice (compiles, the pools' sizes) and the gradients of each
         mode(m)
         out = lsattn.loglinear_gated_delta(*x)
-        (out.float() * do.float()).sum().backward()
+        loss(out, do).backward()
         grads[m] = [t.grad.float().clone() for t in x]
         for t in x:
             t.grad = None

@@ -48,13 +48,19 @@ def configs(op):
                     out.append(dataclasses.replace(cfg, half=half, tc=False, s16=True))
         # FORMS_X_SAVED (float32 compute): gd_forms_bwd's FB_XIN build (Scan.fcfg with xs)
         out += [dataclasses.replace(c, xs=True) for c in out if c.ta == "float"]
+        # TRAIN_OUT16: gd_forms_bwd's GD_DO16 build (the S16 path's forms config, bfloat16 dI)
+        out += [dataclasses.replace(c, do16=True) for c in out if c.half == "bf16" and c.CH == 64]
         return list(dict.fromkeys(out))
     if op == "gated_delta_tier_bwd":  # the two-tier scan's backward: float32 callers, bfloat16 ones on GD_S16 intermediates
+        import dataclasses
+
         from lsattn.backends.cupy.gated_delta import _config
 
         for (dk, _), ch, half in itertools.product(DIMS, [16, 32, 64], ["", "bf16"]):
             if not half or ch == 64:
                 out.append(_config("float", dk, ch, half, bool(half)))
+                if half:  # TRAIN_OUT16: K1 and K4 reading bfloat16 dout (GD_DO16)
+                    out.append(dataclasses.replace(out[-1], do16=True))
         return list(dict.fromkeys(out))
     if op == "hierarchical":  # loglinear_log_attention: its own chunk choice (16, 32, 64)
         from lsattn.backends.cupy.hierarchical import config

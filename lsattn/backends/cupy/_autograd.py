@@ -235,7 +235,8 @@ def _gd_function():
         ``gated_delta_bwd.TIER_BWD`` the two-tier kernels' backwards ``tier_backward`` on the forward's Qp, Z, Sb
         instead), then ``gd_forms_bwd_x1``
         (the intra output's gradient the scan's output gradient, lam's float32 one added as ``dlw``). The output is
-        the scan's (BH, n, C, d_v) float32."""
+        the scan's (BH, n, C, d_v) float32, or where ``gated_delta_bwd.train_o16`` gd_tier3's (BH, T, d_v) bfloat16
+        (no cast for torch to record; its gradient read as bfloat16 by K1, K4 and gd_forms_bwd_x1)."""
 
         @staticmethod
         def forward(ctx, q, k, v, a, beta, lam, sc, context, check):
@@ -253,9 +254,11 @@ def _gd_function():
                 if tier is None:
                     out = back(_gdb.scan(ops, sc, qe, ek, ph, H, g, lamw, intra, None, in_place=True), "")
                     tiers = []
-                else:  # the two-tier scan keeping Qp, Z, Sb for the backward
-                    out, tiers = _gdb.scan_tiers(ops, sc, tier, qe, ek, ph, H, g, lamw, intra, in_place=True)
-                    out, tiers = back(out, ""), _tier_kept(xp, back, tiers)
+                else:  # the two-tier scan keeping Qp, Z, Sb for the backward (train_o16: gd_tier3's bfloat16 output)
+                    o16 = _gdb.train_o16(sc, tier)
+                    out, tiers = _gdb.scan_tiers(ops, sc, tier, qe, ek, ph, H, g, lamw, intra, in_place=True, o16=o16)
+                    out = back(out.view(xp.int16), "bf16") if o16 else back(out, "")
+                    tiers = _tier_kept(xp, back, tiers)
                 kept = [back(x.view(xp.int16), "bf16") for x in (qe, ek, ph, H)] + [back(g, ""), back(lamw, "")]
                 xkept = [] if xo is None else [back(xo, "")]
             ctx.save_for_backward(*xs, *kept, *tiers, *xkept)
@@ -269,7 +272,10 @@ def _gd_function():
             with ctx.context(xs[0]) as (to_cp, back, ops):
                 cps = [to_cp(x)[0] for x in xs]
                 xin = cps.pop() if sc.xs else None  # (the forward's X: FORMS_X_SAVED)
-                d = to_cp(dout.contiguous())[0]
+                if dout.dtype == torch.bfloat16:  # (train_o16: (BH, T, d_v), 16-byte aligned as the kernels load it)
+                    d = _gdb.bf16_dout(ops.xp, to_cp(_aligned(dout.contiguous(), "bf16"))[0], sc.T, sc.n, sc.cfg.CH)
+                else:
+                    d = to_cp(dout.contiguous())[0]
                 if ctx.tier is None:
                     dqe, dek, dph, dH, dg, dlam, _ = _gdb.scan_backward(ops, sc, *cps[6:12], None, d)
                 else:
@@ -289,7 +295,7 @@ def _tier_kept(xp, back, kept):
 
 def apply_gated_delta_s16(sc, q, k, v, a, beta, lam, context=None, check=None):
     """gd_forms and the two-tier scan of the GD_S16 build on (BH, T, ..) bfloat16 torch tensors -> (BH, n, C, d_v)
-    float32, differentiable through gd_scan_bwd_x1 (reading the forms' bfloat16 intermediates) and gd_forms_bwd_x1."""
+    float32 (``gated_delta_bwd.train_o16``: (BH, T, d_v) bfloat16), differentiable through gd_scan_bwd_x1 (reading the forms' bfloat16 intermediates) and gd_forms_bwd_x1."""
     return _gd_function()[2].apply(q, k, v, a, beta, lam, sc, context or on_gpu, check)
 
 

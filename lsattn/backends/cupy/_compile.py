@@ -89,7 +89,9 @@ def defines(op, cfg):
         ("-DGD_O16=1",) if op == "gated_delta" and cfg.o16 else ()) + (  # intermediates (gated_delta.S16; read by gd_scan_bwd:
         # gated_delta_bwd.S16_TRAIN), its output's sums (O16)
         ("-DGF_XO=1",) if op == "gated_delta" and cfg.xs else ()) + (  # X saved by gd_forms (FORMS_X_SAVED) and read by
-        ("-DFB_XIN=1",) if op == "gated_delta_bwd" and cfg.xs else ())  # gd_forms_bwd (gated_delta_bwd.FORMS_X_SAVED)
+        ("-DFB_XIN=1",) if op == "gated_delta_bwd" and cfg.xs else ()) + (  # gd_forms_bwd (gated_delta_bwd.FORMS_X_SAVED)
+        # dout as bfloat16 (gated_delta_bwd.TRAIN_OUT16)
+        ("-DGD_DO16=1",) if op in ("gated_delta_bwd", "gated_delta_tier_bwd") and cfg.do16 else ())
 
 
 @functools.lru_cache(maxsize=None)

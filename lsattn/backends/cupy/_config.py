@@ -32,6 +32,8 @@ class Config:
     o16: bool = False  # ... and the output's partial sums in bfloat16 (-DGD_O16=1, with s16: gated_delta.O16)
     xs: bool = False  # the training forward's X saved for the forms' backward (gated_delta_bwd.FORMS_X_SAVED): gd_forms'
     # GF_XO build (-DGF_XO=1: one more argument, X written), gd_forms_bwd's FB_XIN build (-DFB_XIN=1: X read, no solve)
+    do16: bool = False  # the scan output's gradient read as bfloat16 by K1, K4 and gd_forms_bwd (-DGD_DO16=1:
+    # gated_delta_bwd.TRAIN_OUT16; the backward families only)
 
     @property
     def bf16(self):

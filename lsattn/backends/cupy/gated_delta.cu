@@ -108,6 +108,14 @@ template <> struct GdE<true> { using T = gd_bf; };
 using gd_e = GdE<GD_H16>::T;  // the stored intermediates' element (gd_forms -> the two-tier scan)
 __device__ __forceinline__ float gd_wid(gd_bf x) { return __uint_as_float((unsigned)x.u << 16); }
 __device__ __forceinline__ ta gd_wid(ta x) { return x; }
+// GD_DO16 (gated_delta_bwd.TRAIN_OUT16, Config.do16; the backward families): the scan output's gradient dout as the
+// bfloat16 training step's output gradient arrives, bfloat16, read by K1 gd_tier3_bwd, K4 gd_tier1_bwd and
+// gd_forms_bwd(_x1)'s dI, widened exactly at the load into the float32 tiles they read as before (gd_scan_bwd reads
+// float32 dout in every build). 0: float32 (ta).
+#ifndef GD_DO16
+#define GD_DO16 0
+#endif
+using gd_do = GdE<GD_DO16 != 0>::T;  // dout's element (K1, K4, gd_forms_bwd's dI)
 // GD_CVT16_SET (s21a16, batch 1: gd_tier3's fold 12% slower at 32K with the integer rounding): the roundings by sm_90's
 // cvt.rn.bf16(x2).f32 (one instruction a value or pair; the same bits but a NaN's payload); 0: integer arithmetic, as
 // the CPU emulation (a timing build)
@@ -394,6 +402,35 @@ __device__ __forceinline__ void gd_copy(E* dst, int dld, const E* src, int sld, 
             if constexpr (sizeof(E) == sizeof(ta)) cp_async_ta(reinterpret_cast<ta*>(dst + r * dld + k),
                                                                reinterpret_cast<const ta*>(ok ? src + r * sld + k : src), ok);
             else dst[r * dld + k] = ok ? src[r * sld + k] : E{};
+        }
+    }
+}
+// gd_copy's tile from bfloat16 src into float32 dst (GD_DO16's dout), widened exactly: ordinary loads (cp.async has
+// no widening form), all of a thread's issued before its stores (vec: 4 elements, 8 bytes, a load; sld, vc multiples
+// of 4, src on 8 bytes); read after the callers' wait and barrier as gd_copy's tiles
+template <int ROWS, int COLS>
+__device__ __forceinline__ void gd_copy(float* dst, int dld, const gd_bf* src, int sld, int vr, int vc, bool vec) {
+    static_assert(COLS % 4 == 0, "whole 4-element pieces a row");
+    constexpr int NP = ROWS * COLS / 4, IT = (NP + NT - 1) / NT;  // pieces, a thread's
+    if (vec) {
+        uint2 u[IT];
+#pragma unroll
+        for (int it = 0; it < IT; ++it) {
+            const int idx = threadIdx.x + it * NT, r = idx / (COLS / 4), k = idx % (COLS / 4) * 4;
+            const bool ok = idx < NP && r < vr && k < vc;
+            u[it] = ok ? *reinterpret_cast<const uint2*>(src + (i64)r * sld + k) : uint2{0u, 0u};
+        }
+#pragma unroll
+        for (int it = 0; it < IT; ++it) {
+            const int idx = threadIdx.x + it * NT, r = idx / (COLS / 4), k = idx % (COLS / 4) * 4;
+            if (NP % NT == 0 || idx < NP)
+                *reinterpret_cast<float4*>(dst + r * dld + k) = float4{__uint_as_float(u[it].x << 16),
+                    __uint_as_float(u[it].x & 0xffff0000u), __uint_as_float(u[it].y << 16), __uint_as_float(u[it].y & 0xffff0000u)};
+        }
+    } else {
+        for (int idx = threadIdx.x; idx < ROWS * COLS; idx += NT) {
+            const int r = idx / COLS, k = idx % COLS;
+            dst[r * dld + k] = r < vr && k < vc ? gd_wid(src[(i64)r * sld + k]) : 0.f;
         }
     }
 }

@@ -270,7 +270,8 @@ def forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_s
     """CuPy-kernel implementation of ``loglinear_gated_delta``; the signature of
     ``lsattn.gated_delta._forward`` (validated inputs of one dtype: float32 / float64, or 16-bit,
     whose states are float32; ``state`` may be None). Returns (out (..., T, d_v) in the inputs'
-    dtype, float32 for 16-bit inputs (the registry casts it; the direct path's two-tier calls: in their dtype),
+    dtype, float32 for 16-bit inputs (the registry casts it; the direct path's two-tier calls and the bfloat16
+    training path's with ``gated_delta_bwd.TRAIN_OUT16``: in their dtype),
     State or None), the state as in the
     array-API twin. check: the prologue's ``KernelCheck`` (``checks_inputs``), answered by ``gd_forms``
     on the kernel path (left unanswered elsewhere: the prologue then checks for itself)."""

@@ -41,6 +41,7 @@ scratch array once its last reader is launched; the saved three are the autograd
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 from ..._chunktree import chunk_layout, from_chunks
@@ -49,7 +50,8 @@ from ._compile import make_config
 from .gated_delta import chunk_slots, tier_plan
 
 __all__ = ["Scan", "scan", "scan_backward", "differentiable", "forms_backward", "S16_TRAIN", "TIER_BWD", "scan_tier",
-           "scan_tiers", "tier_backward", "FORMS_X_SAVED", "forms_x", "TIER_BWD_STORES", "tier_stores"]
+           "scan_tiers", "tier_backward", "FORMS_X_SAVED", "forms_x", "TIER_BWD_STORES", "tier_stores",
+           "TRAIN_OUT16", "train_o16"]
 
 #: bfloat16 callers' training steps on the two-tier path (``gated_delta.tier_plan``: from chunk 0, no state in or out,
 #: at the chunk of 64) run the inference forward's GD_S16 build (``Config.s16``: gd_forms' qeff, e^G K, phi, H stored as
@@ -78,6 +80,16 @@ FORMS_X_SAVED = True
 #: (benchmarks/NOTES.md "Session 29 — s29a"). False: every buffer the kernels add into zeroed (session 24's
 #: host), for A/B timing (read at every backward call)
 TIER_BWD_STORES = True
+#: the bfloat16 training step on the S16 path (``S16_TRAIN``) whose forward runs gd_tier3 with the kept tiers
+#: (``scan_tier`` planned, ``tier.NCL > 0``: the public calls from 2048 tokens) gets its output in bfloat16 from gd_tier3
+#: itself (the inference path's OUT16 argument of ``CupyOps.gd_tiers``; the float32 sums as before, rounded once: the
+#: float32 output's bfloat16 rounding, bit for bit), (BH, T, d_v) without the padding rows: the autograd Function
+#: returns it, so the registry records no cast; its backward takes the bfloat16 output gradient as it arrives and K1,
+#: K4 and gd_forms_bwd_x1 read it as such (``Config.do16``: their GD_DO16 build, widened exactly at the load). Saves per
+#: step the forward's cast and the backward's widening (each a pass over the output) and half of three float32 reads of
+#: dout (benchmarks/NOTES.md "Session 29 — s29b"). False: the float32 output, cast by the registry (for A/B timing;
+#: read at every forward call)
+TRAIN_OUT16 = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,19 +155,50 @@ def scan_tier(sc, old, DK, DV):
     return tier_plan(sc.cfg, sc.F, sc.n, 0, False, DK, DV)
 
 
-def scan_tiers(ops, sc, tier, qe, ek, ph, H, g, lam, intra, in_place=False):
+def train_o16(sc, tier):
+    """Whether the S16 training forward of ``sc`` whose scan is ``tier`` (``scan_tier``'s) returns gd_tier3's bfloat16
+    output (``TRAIN_OUT16``: gd_tier3 runs, ``tier.NCL > 0``)."""
+    return TRAIN_OUT16 and sc.cfg.s16 and tier is not None and tier.NCL > 0
+
+
+def scan_tiers(ops, sc, tier, qe, ek, ph, H, g, lam, intra, in_place=False, o16=False):
     """``scan`` of a call ``scan_tier`` plans as ``tier``: gd_tiers on scratch allocated here, its coarse fill as a
     kernel of its own (gd_cfill where ``tier.grouped``: every coarse slot of Sb written, the backward reads them all).
     Arguments as ``scan``'s (no incoming state) -> (out (BH, n, C, d_v), [Qp, Z, Sb]): the saved intermediates
-    (``gated_delta.Tier.shapes``; Qp's dtype ``Tier.dtypes``'), Tot, Pc, Tg dropped."""
+    (``gated_delta.Tier.shapes``; Qp's dtype ``Tier.dtypes``'), Tot, Pc, Tg dropped. o16 (bfloat16 inputs,
+    ``tier.NCL > 0``: ``train_o16``): out is (BH, T, d_v) bfloat16 patterns (uint16), rounded by gd_tier3 from the
+    float32 sums (``intra`` then holds the levels <= TM's only)."""
     xp = ops.xp
     BH, DK, DV = qe.shape[0], qe.shape[-1], intra.shape[-1]
     out = intra if in_place else xp.array(intra, copy=True)
     Z, _, Sb, Qp, _, _ = scratch = [xp.empty((BH,) + shape, dtype=dt) for shape, dt in
                                     zip(tier.shapes(DK, DV), tier.dtypes(intra.dtype, sc.cfg, xp))]
+    o = xp.empty((BH, sc.T, DV), dtype=xp.uint16) if o16 else None
     ops.gd_tiers(sc.cfg, tier, qe, ek, ph, H, g, lam, out, sc.T, DK, DV, lam.shape[-1], sc.n, BH, scratch=scratch,
-                 t3fill=False)
-    return out, [Qp, Z, Sb]
+                 t3fill=False, o16=o)
+    return (out if o is None else o), [Qp, Z, Sb]
+
+
+def _dout_cfg(cfg, dout):
+    """``cfg``, or its GD_DO16 build (``Config.do16``) where the output gradient ``dout`` is bfloat16 patterns
+    (``TRAIN_OUT16``)."""
+    return _do16(cfg) if dout.dtype.itemsize == 2 else cfg
+
+
+@functools.lru_cache(maxsize=None)
+def _do16(cfg):
+    return dataclasses.replace(cfg, do16=True)
+
+
+def bf16_dout(xp, d, T, n, C):
+    """The S16 Function's bfloat16 output gradient ``d`` (BH, T, d_v) (16-bit patterns, contiguous) as the backward
+    kernels read dout: (BH, n, C, d_v), the chunks' padding rows past T zero (a copy only where T % C)."""
+    BH, _, DV = d.shape
+    if n * C != T:
+        z = xp.zeros((BH, n * C, DV), dtype=d.dtype)
+        z[:, :T] = d
+        d = z
+    return xp.reshape(d, (BH, n, C, DV))
 
 
 def tier_stores(cfg, tier, DK, DV):
@@ -166,16 +209,17 @@ def tier_stores(cfg, tier, DK, DV):
 
 
 def tier_backward(ops, sc, tier, saved, qe, ek, ph, H, g, lam, dout):
-    """Gradients of ``scan_tiers`` for the output gradient ``dout`` (BH, n, C, d_v) float32 from its ``saved`` [Qp, Z,
+    """Gradients of ``scan_tiers`` for the output gradient ``dout`` (BH, n, C, d_v) float32 (or bfloat16 patterns:
+    ``TRAIN_OUT16``, the kernels' GD_DO16 build) from its ``saved`` [Qp, Z,
     Sb] (the list emptied: each array dropped once its last reader is launched): K1 gd_tier3_bwd -> K2 gd_coarse_bwd
     -> K3 gd_tier1x_bwd, K4 gd_tier1_bwd (one period, ``tier.NCL == 0``: K4 alone). Arguments as ``scan_backward``'s (no
     incoming state) -> (d qe, d ek, d ph, d H, d g, d lam) float32, shaped as the inputs."""
     xp = ops.xp
     BH, n, C, DK = qe.shape
-    DV, L, dt = dout.shape[-1], lam.shape[-1], dout.dtype
+    DV, L, dt = dout.shape[-1], lam.shape[-1], lam.dtype  # (lam: the compute type)
     Qp, Z, Sb = saved
     saved.clear()
-    args = (sc.cfg, tier)
+    args = (_dout_cfg(sc.cfg, dout), tier)
     k1st, k3st = tier_stores(sc.cfg, tier, DK, DV)
     # zeroed: the buffers the kernels add into (atomicAdd) unless a kernel stores them first; the others written whole
     a3 = xp.empty if k3st else xp.zeros  # (K3 stores, K4 adds after it: one stream)
@@ -226,8 +270,8 @@ def differentiable(q, k, v, a, beta, lam, chunk_size, p, old, context=None, x1=F
 
     q, k (..., T, d_k), v (..., T, d_v), a, beta (..., T), lam (..., T, L): float32 / float64 torch
     tensors (CUDA), or all bfloat16 (read as they are by gd_forms / gd_forms_bwd, their gradients
-    bfloat16; the output float32), ``T >= 1``; old (..., n_old, d_k, d_v) the incoming state's levels
-    (float32 for bfloat16 inputs) or None. context: ``_arrays.on_gpu`` (default), or the tests' NumPy
+    bfloat16; the output float32, or bfloat16 where ``train_o16``), ``T >= 1``; old (..., n_old, d_k, d_v) the
+    incoming state's levels (float32 for bfloat16 inputs) or None. context: ``_arrays.on_gpu`` (default), or the tests' NumPy
     twin context; x1: ``gd_forms_bwd_x1`` for the forms' backward (1xTF32 products at C = d_k = 64: the
     inputs were bfloat16); check: a ``lsattn._nonfinite.KernelCheck`` answered by gd_forms, or None.
     -> (..., T, d_v) in the compute type
@@ -261,6 +305,8 @@ def differentiable(q, k, v, a, beta, lam, chunk_size, p, old, context=None, x1=F
     lam3 = lam.reshape(BH, T, L)
     if s16:  # forms and scan in one Function: the bfloat16 intermediates saved between them, no gradient of theirs in torch
         out = apply_gated_delta_s16(sc, q3, k3, v3, a2, b2, lam3, context, check)
+        if out.ndim == 3:  # (TRAIN_OUT16: gd_tier3's bfloat16 (BH, T, d_v))
+            return out.reshape(batch + (T, DV))
         return from_chunks(ns, out, lay, -2).reshape(batch + (T, DV))
     qe, ek, ph, H, g, intra, *lamw = apply_gated_delta_forms(sc, q3, k3, v3, a2, b2, lam3, context, check)
     if half:  # the scan reads gd_forms' float32 copy of the level weights
@@ -278,7 +324,8 @@ def forms_backward(ops, sc, q, k, v, a, beta, lam, grads, dlw=None, xin=None):
 
     q, k (BH, T, d_k), v (BH, T, d_v), a, beta (BH, T), lam (BH, T, L): contiguous arrays of ``ops.xp`` in
     the compute type (``sc.half`` 'bf16': bfloat16 patterns, 16-byte aligned); grads: those of (qeff, eGK, phi,
-    H, g, intra), chunked as ``forms`` returns them (None: zero), in the compute type; dlw (BH, T, L) in the
+    H, g, intra), chunked as ``forms`` returns them (None: zero), in the compute type (intra's also bfloat16 patterns:
+    ``TRAIN_OUT16``'s output gradient, read by gd_forms_bwd's GD_DO16 build); dlw (BH, T, L) in the
     compute type or None: a gradient of lam added into dlam (the scan's, of gd_forms' float32 copy); xin (BH, n, C, C)
     float32 or None: X as the forward's gd_forms wrote it (``sc.xs``, ``forms_x``), read by gd_forms_bwd's FB_XIN build
     instead of solved (None: solved, the default build)
@@ -290,11 +337,12 @@ def forms_backward(ops, sc, q, k, v, a, beta, lam, grads, dlw=None, xin=None):
     gs = [xp.zeros(s, dtype=dt) if g is None else xp.ascontiguousarray(g) for g, s in zip(grads, shapes)]
     outs = [xp.empty(x.shape, dtype=q.dtype) for x in (q, k, v, a, beta, lam)]  # every entry written
     dlw = None if dlw is None else xp.ascontiguousarray(dlw)
+    fcfg = _dout_cfg(sc.fcfg, gs[5])
     if xin is None:  # (fb_solve: the build without FB_XIN)
-        cfg = dataclasses.replace(sc.fcfg, xs=False)
+        cfg = dataclasses.replace(fcfg, xs=False)
         ops.gd_forms_bwd(cfg, q, k, v, a, beta, lam, *gs, *outs, T, DK, DV, L, sc.p, sc.F, n, BH, x1=sc.x1, dlw=dlw)
     else:
         assert sc.xs and xin.shape == (BH, n, C, C), "xin: the forward's X (sc.xs)"
-        ops.gd_forms_bwd(sc.fcfg, q, k, v, a, beta, lam, *gs, *outs, T, DK, DV, L, sc.p, sc.F, n, BH, x1=sc.x1, dlw=dlw,
+        ops.gd_forms_bwd(fcfg, q, k, v, a, beta, lam, *gs, *outs, T, DK, DV, L, sc.p, sc.F, n, BH, x1=sc.x1, dlw=dlw,
                          xin=xp.ascontiguousarray(xin))
     return tuple(outs)

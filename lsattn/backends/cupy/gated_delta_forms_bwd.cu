@@ -511,6 +511,7 @@ __device__ __forceinline__ ta fb_ld(const S* p) {
     if constexpr (sizeof(S) == sizeof(ta)) return *p;
     else return ld(p);
 }
+__device__ __forceinline__ ta fb_ld(const gd_bf* p) { return gd_wid(*p); }  // (GD_DO16's dI)
 __device__ __forceinline__ void fb_st(ti* p, ta x) {
     if constexpr (FB_H) st(p, x);
     else *p = x;
@@ -857,7 +858,8 @@ __device__ __forceinline__ void fb_solve(const ta* DD, ta* MX, const ta* bt, ta*
 
 // The arguments of both entry points (gd_forms_bwd, gd_forms_bwd_x1 at the end):
 //   q, k (BH, T, DK); v (BH, T, DV); a, bt (BH, T) log decays, beta; lam (BH, T, L);
-//   dqe, dek (BH, n, CH, DK); dph (BH, n, DK, CH); dHc (BH, n, DK, DV); dgc (BH, n); dI (BH, n, CH, DV);
+//   dqe, dek (BH, n, CH, DK); dph (BH, n, DK, CH); dHc (BH, n, DK, DV); dgc (BH, n); dI (BH, n, CH, DV) (gd_do: GD_DO16's
+//   bfloat16, widened exactly where fb_copy loads it);
 //   out: dq, dk (BH, T, DK); dv (BH, T, DV); da, dbeta (BH, T); dlam (BH, T, L) (every level of the call's rows written);
 //   (q .. lam and dq .. dlam: ti, 16-bit in TI_BF16 builds; the rest ta)
 //   dlw (BH, T, L) or null: a gradient of lam from elsewhere (the scan's, of gd_forms' float32 copy lamw), added into dlam
@@ -881,7 +883,7 @@ __device__ __forceinline__ void fb_solve(const ta* DD, ta* MX, const ta* bt, ta*
 #define FB_PARAMS                                                                                                    \
     const ti *__restrict__ q, const ti *__restrict__ k, const ti *__restrict__ v, const ti *__restrict__ a,          \
         const ti *__restrict__ bt, const ti *__restrict__ lam, const ta *__restrict__ dqe, const ta *__restrict__ dek, \
-        const ta *__restrict__ dph, const ta *__restrict__ dHc, const ta *__restrict__ dgc, const ta *__restrict__ dI, \
+        const ta *__restrict__ dph, const ta *__restrict__ dHc, const ta *__restrict__ dgc, const gd_do *__restrict__ dI, \
         ti *__restrict__ dq, ti *__restrict__ dk, ti *__restrict__ dv, ti *__restrict__ da, ti *__restrict__ dbeta,   \
         ti *__restrict__ dlam, const ta *__restrict__ dlw, int T, int DK, int DV, int L, i64 p, i64 F, int n FB_XPARAM
 #define FB_ARGS q, k, v, a, bt, lam, dqe, dek, dph, dHc, dgc, dI, dq, dk, dv, da, dbeta, dlam, dlw, T, DK, DV, L, p, F, n FB_XARG

@@ -101,7 +101,7 @@ template <bool X1, bool TC = GD_TC>
 __device__ __forceinline__ void gt4_body(const gd_e* __restrict__ qe, const gd_e* __restrict__ ek,
                                          const gd_e* __restrict__ ph, const gd_e* __restrict__ Hc,
                                          const ta* __restrict__ gc, const ta* __restrict__ lam,
-                                         const ta* __restrict__ dout, const ta* __restrict__ dTot, ta* __restrict__ dqe,
+                                         const gd_do* __restrict__ dout, const ta* __restrict__ dTot, ta* __restrict__ dqe,
                                          ta* __restrict__ dek, ta* __restrict__ dph, ta* __restrict__ dH,
                                          ta* __restrict__ dg, ta* __restrict__ dlam, int T, int DK, int DV, int L, int n,
                                          int nP, int BH) {
@@ -358,7 +358,7 @@ __device__ __forceinline__ void gt4_body(const gd_e* __restrict__ qe, const gd_e
     const gd_e* __restrict__ Hc,   /* (BH, n, DK, DV)  H */                                                            \
     const ta* __restrict__ gc,     /* (BH, n)          chunk total log decay */                                        \
     const ta* __restrict__ lam,    /* (BH, T, L)       level weights (the compute type) */                             \
-    const ta* __restrict__ dout,   /* (BH, n, CH, DV)  the scan output's gradient */                                  \
+    const gd_do* __restrict__ dout, /* (BH, n, CH, DV) the scan output's gradient (GD_DO16: bfloat16) */             \
     const ta* __restrict__ dTot,   /* (BH, nP, DK, DV) the periods' keys' adjoints (K2's) */                           \
     ta* __restrict__ dqe,          /* (BH, n, CH, DK)  += */                                                           \
     ta* __restrict__ dek,          /* (BH, n, CH, DK)  += */                                                           \

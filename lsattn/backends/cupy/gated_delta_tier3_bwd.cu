@@ -55,7 +55,7 @@ static_assert(GT3B_R * CH <= NT, "a thread per row for the read weights");
 
 template <bool X1>
 __device__ __forceinline__ void gt3b_body(const gd_e* __restrict__ qe, const gd_e* __restrict__ Qp, const ta* __restrict__ Sb,
-                                          const ta* __restrict__ lam, const ta* __restrict__ dout, ta* __restrict__ dQp,
+                                          const ta* __restrict__ lam, const gd_do* __restrict__ dout, ta* __restrict__ dQp,
                                           ta* __restrict__ dSb, ta* __restrict__ dlam, int T, int DK, int DV, int L, int n,
                                           int nP, int BH) {
     static_assert(GD_TC, "float32 compute only (float64 callers keep gd_scan_bwd)");
@@ -115,7 +115,7 @@ __device__ __forceinline__ void gt3b_body(const gd_e* __restrict__ qe, const gd_
         cp_async_commit();
         cp_async_wait<1>();
         __syncthreads();  // the tiles, slot j and its weights in place
-        if (PR && s == 0) {  // (block-uniform) the group's dout rounded to tf32 in place
+        if (PR && !GD_DO16 && s == 0) {  // (block-uniform) the group's dout rounded to tf32 in place (GD_DO16: bf16 values, tf32 already)
             for (int idx = tid; idx < RR * GT3B_BW; idx += NT) {
                 ta* e = Ds + idx / GT3B_BW * GT3B_LD + idx % GT3B_BW;
                 *e = gdb_round(*e);
@@ -267,7 +267,7 @@ extern "C" __global__ void __launch_bounds__(NT, GT3B_MINB) gd_tier3_bwd(
     const gd_e* __restrict__ Qp,  // (BH, n, CH, DK) gd_tier1x's (rows of a period's first chunk unread)
     const ta* __restrict__ Sb,    // (BH, popsum(nP), DK, DV) the coarse slots (complete: gd_coarse / gd_cfill)
     const ta* __restrict__ lam,   // (BH, T, L)
-    const ta* __restrict__ dout,  // (BH, n, CH, DV) the scan output's gradient
+    const gd_do* __restrict__ dout,  // (BH, n, CH, DV) the scan output's gradient (GD_DO16: bfloat16)
     ta* __restrict__ dQp,         // (BH, n, CH, DK) in: zeros where d_v > 64 (else anything: stored whole)
     ta* __restrict__ dSb,         // as Sb, out (every entry of periods >= 1)
     ta* __restrict__ dlam,        // (BH, T, L) in: zeros (or others' adds)
@@ -276,7 +276,7 @@ extern "C" __global__ void __launch_bounds__(NT, GT3B_MINB) gd_tier3_bwd(
 }
 extern "C" __global__ void __launch_bounds__(NT, GT3B_MINB) gd_tier3_bwd_x1(
     const gd_e* __restrict__ qe, const gd_e* __restrict__ Qp, const ta* __restrict__ Sb, const ta* __restrict__ lam,
-    const ta* __restrict__ dout, ta* __restrict__ dQp, ta* __restrict__ dSb, ta* __restrict__ dlam, int T, int DK, int DV,
+    const gd_do* __restrict__ dout, ta* __restrict__ dQp, ta* __restrict__ dSb, ta* __restrict__ dlam, int T, int DK, int DV,
     int L, int n, int nP, int BH) {
     gt3b_body<true>(qe, Qp, Sb, lam, dout, dQp, dSb, dlam, T, DK, DV, L, n, nP, BH);
 }
