@@ -252,8 +252,8 @@ def differentiable(q, k, v, a, beta, lam, chunk_size, p, old, context=None, x1=F
 
     q, k (..., T, d_k), v (..., T, d_v), a, beta (..., T), lam (..., T, L): float32 / float64 torch
     tensors (CUDA), or all bfloat16 (read as they are by gd_forms / gd_forms_bwd, their gradients
-    bfloat16; the output float32, or bfloat16 where ``train_o16``), ``T >= 1``; old (..., n_old, d_k, d_v) the incoming state's levels
-    (float32 for bfloat16 inputs) or None. context: ``_arrays.on_gpu`` (default), or the tests' NumPy
+    bfloat16; the output float32, or bfloat16 where ``train_o16``), ``T >= 1``; old (..., n_old, d_k, d_v) the
+    incoming state's levels (float32 for bfloat16 inputs) or None. context: ``_arrays.on_gpu`` (default), or the tests' NumPy
     twin context; x1: ``gd_forms_bwd_x1`` for the forms' backward (1xTF32 products at C = d_k = 64: the
     inputs were bfloat16); check: a ``lsattn._nonfinite.KernelCheck`` answered by gd_forms, or None.
     -> (..., T, d_v) in the compute type
