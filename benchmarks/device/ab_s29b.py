@@ -70,7 +70,8 @@ def public(Ts, reps, loss):
     print("|---|---:|---:|---:|---|---|---|")
     for T, med, ml, mem, cp in rows:
         print(f"| {T} | {med['off']:.3f} | {med['on']:.3f} | {med['on'] / med['off']:.3f} | {ml['off']:.3f} / "
-              f"{ml['on']:.3f} | {mem['off']:.2f} / {mem['on']:.2f} | {cp['off'][0]:.0f} / {cp['on'][0]:.0f} |", flush=True)
+              f"{ml['on']:.3f} | {mem['off']:.2f} / {mem['on']:.2f} | {cp['off'][0]:.0f} / {cp['on'][0]:.0f} |",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -34,5 +34,6 @@ for T, dk, dv, loss in ((300, 64, 64, "sum"), (1100, 64, 33, "mul"), (650, 40, 2
     (out.sum() if loss == "sum" else (out * t(2, T, dv)).sum()).backward()
     torch.cuda.synchronize()
     assert ("gd_tier3_bwd_x1", True) in seen, sorted(set(seen))
-    print("bf16-train-out16", T, dk, dv, loss, float(out.float().abs().max()), [float(x.grad.float().abs().max()) for x in xs])
+    print("bf16-train-out16", T, dk, dv, loss, float(out.float().abs().max()),
+          [float(x.grad.float().abs().max()) for x in xs])
 print("sanitize ok (TRAIN_OUT16)")

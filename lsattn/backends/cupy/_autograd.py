@@ -295,7 +295,8 @@ def _tier_kept(xp, back, kept):
 
 def apply_gated_delta_s16(sc, q, k, v, a, beta, lam, context=None, check=None):
     """gd_forms and the two-tier scan of the GD_S16 build on (BH, T, ..) bfloat16 torch tensors -> (BH, n, C, d_v)
-    float32 (``gated_delta_bwd.train_o16``: (BH, T, d_v) bfloat16), differentiable through gd_scan_bwd_x1 (reading the forms' bfloat16 intermediates) and gd_forms_bwd_x1."""
+    float32 (``gated_delta_bwd.train_o16``: (BH, T, d_v) bfloat16), differentiable through gd_scan_bwd_x1 (reading the
+    forms' bfloat16 intermediates) and gd_forms_bwd_x1."""
     return _gd_function()[2].apply(q, k, v, a, beta, lam, sc, context or on_gpu, check)
 
 
