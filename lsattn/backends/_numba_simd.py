@@ -18,6 +18,9 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
+#: :func:`mmt` over 2 x 2 dot products (s29c); False: one dot product at a time (session 28's form, the same sums)
+MMT_2X2 = True
+
 
 class Vec(types.Type):
     """A vector of 64 bytes of float32 or float64 lanes (LLVM vector type)."""
@@ -187,25 +190,102 @@ def vsum(typingctx, v):
     return v.dtype(v), codegen
 
 
+@intrinsic
+def vsplat(typingctx, s):
+    """s in every lane of a 64-byte vector of its dtype"""
+    V = Vec(s)
+
+    def codegen(ctx, builder, sig, args):
+        vt = ctx.get_value_type(V)
+        u = builder.insert_element(ir.Constant(vt, ir.Undefined), args[0], ir.Constant(ir.IntType(32), 0))
+        return builder.shuffle_vector(u, u, ir.Constant(ir.VectorType(ir.IntType(32), V.lanes), [0] * V.lanes))
+    return V(s), codegen
+
+
+@intrinsic
+def vmaxo(typingctx, a, b):
+    """a where a > b (ordered: False when either is NaN), else b, lane by lane"""
+    def codegen(ctx, builder, sig, args):
+        return builder.select(builder.fcmp_ordered(">", args[0], args[1]), args[0], args[1])
+    return a(a, b), codegen
+
+
+@intrinsic
+def vnanacc(typingctx, c, x):
+    """c + (x - x) lane by lane: c stays 0 while every x is finite, NaN from the first NaN or infinite x"""
+    def codegen(ctx, builder, sig, args):
+        return builder.fadd(args[0], builder.fsub(args[1], args[1]))
+    return c(c, x), codegen
+
+
+@numba.njit(fastmath={"contract"})
+def _dot(a, b, kk, x):
+    """sum_l a[l] b[l] of kk contiguous elements of x's dtype at addresses a, b: lanes of 64-byte vectors, their
+    tree sum (:func:`vsum`), then the kk % lanes last ones"""
+    isz, VL = isz_lanes(x)
+    acc = vzero(x)
+    for _ in range(kk // VL):
+        acc = vfma(vld(a, x), vld(b, x), acc)
+        a += VL * isz
+        b += VL * isz
+    r = vsum(acc)
+    for _ in range(kk % VL):
+        r += sld(a, x) * sld(b, x)
+        a += isz
+        b += isz
+    return r
+
+
 @numba.njit(fastmath={"contract"})
 def mmt(m, n, kk, pa, lda, pb, ldb, pc, ldc, tri, x):
     """c (m x n at pc, row stride ldc) = a b^T, a (m x kk at pa, row stride lda), b (n x kk at pb, ldb), as dot
-    products along the rows (vectorised over kk); only c[t, s] for s <= t when ``tri`` (the rest unwritten); x as
-    :func:`mm`'s."""
+    products along the rows (vectorised over kk, each as :func:`_dot`: the same sums in the same order), two rows
+    of a against two of b at a time when ``MMT_2X2`` (4 loads feed 4 independent FMA chains); only c[t, s] for
+    s <= t when ``tri`` (the rest unwritten); x as :func:`mm`'s."""
     isz, VL = isz_lanes(x)
-    kv = kk - kk % VL
-    for t in range(m):
+    m2 = m - m % 2 if MMT_2X2 else 0
+    for t in range(0, m2, 2):
+        ns = min(n, t + 2) if tri else n  # row t + 1 reads columns s < ns, row t those with s <= t too when tri
+        ns2 = ns - ns % 2
+        a0 = pa + t * lda * isz
+        a1 = a0 + lda * isz
+        for s in range(0, ns2, 2):
+            b0 = pb + s * ldb * isz
+            b1 = b0 + ldb * isz
+            pa0, pa1, pb0, pb1 = a0, a1, b0, b1
+            c00 = c01 = c10 = c11 = vzero(x)
+            for _ in range(kk // VL):
+                u0, u1, w0, w1 = vld(pa0, x), vld(pa1, x), vld(pb0, x), vld(pb1, x)
+                c00 = vfma(u0, w0, c00)
+                c01 = vfma(u0, w1, c01)
+                c10 = vfma(u1, w0, c10)
+                c11 = vfma(u1, w1, c11)
+                pa0 += VL * isz
+                pa1 += VL * isz
+                pb0 += VL * isz
+                pb1 += VL * isz
+            r00, r01, r10, r11 = vsum(c00), vsum(c01), vsum(c10), vsum(c11)
+            for _ in range(kk % VL):
+                u0, u1, w0, w1 = sld(pa0, x), sld(pa1, x), sld(pb0, x), sld(pb1, x)
+                r00 += u0 * w0
+                r01 += u0 * w1
+                r10 += u1 * w0
+                r11 += u1 * w1
+                pa0 += isz
+                pa1 += isz
+                pb0 += isz
+                pb1 += isz
+            p0 = pc + (t * ldc + s) * isz
+            p1 = p0 + ldc * isz
+            sst(p0, r00)
+            if not tri or s + 1 <= t:
+                sst(p0 + isz, r01)
+            sst(p1, r10)
+            sst(p1 + isz, r11)
+        if ns2 < ns:  # the last column (ns odd: ns = n < t + 2, so s <= t)
+            b0 = pb + ns2 * ldb * isz
+            sst(pc + (t * ldc + ns2) * isz, _dot(a0, b0, kk, x))
+            sst(pc + ((t + 1) * ldc + ns2) * isz, _dot(a1, b0, kk, x))
+    for t in range(m2, m):
         for s in range(min(n, t + 1) if tri else n):
-            a = pa + t * lda * isz
-            b = pb + s * ldb * isz
-            acc = vzero(x)
-            for _ in range(0, kv, VL):
-                acc = vfma(vld(a, x), vld(b, x), acc)
-                a += VL * isz
-                b += VL * isz
-            r = vsum(acc)
-            for _ in range(kv, kk):
-                r += sld(a, x) * sld(b, x)
-                a += isz
-                b += isz
-            sst(pc + (t * ldc + s) * isz, r)
+            sst(pc + (t * ldc + s) * isz, _dot(pa + t * lda * isz, pb + s * ldb * isz, kk, x))
