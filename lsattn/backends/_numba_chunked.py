@@ -53,7 +53,7 @@ import numpy as np
 from numba import prange, types
 
 from ._numba_kernels import _ek_finish
-from ._numba_simd import isz_lanes, mm, mmt, vadd, vhmax, vld, vldx, vmaxo, vnanacc, vsplat, vst, vzero
+from ._numba_simd import isz_lanes, mm, mmt, vld, vmaxo, vnanacc, vsplat, vst, vzero
 
 _JIT = dict(parallel=True, cache=True, nogil=True)
 #: fused multiply-add allowed (no other fast-math flag): LLVM then vectorises the exponentials
@@ -63,10 +63,6 @@ _FM = {"contract"}
 #: the column maxima of float32 tiles as 64-byte vectors (:func:`_col_max_v`; float64 keeps the scalar loop: its
 #: vector form was 1-3% slower in float64 log on an AVX2 host, NOTES s28b try 3), s29c
 COLMAX_VEC32 = True
-
-#: the queries' row maxima r_t = max_i (q_ti + M_i) as float64 vectors (:func:`_qm_max`, s29c); False: as the
-#: integer maximum of order keys (:func:`_okey`), session 28's form (the same r)
-QMAX_VEC = True
 
 #: log values: the logarithms of a chunk's Y in one pass over its tile in the input dtype (float32: twice the lanes
 #: of the output rows' float64 part, with which main computes them row by row), s29c; the same values
@@ -380,14 +376,11 @@ def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, ou
                 # r = max_i (q_ti + M_i) in float64, as the largest order key (:func:`_okey`: an integer maximum
                 # vectorises, a float one is a serial chain); the arguments q + M - r in float64 (exact),
                 # rounded once to the input dtype; q's NaN or infinite entries counted by columns (_col_max)
-                if QMAX_VEC and q.strides[1] == q.itemsize:
-                    r = _qm_max(q, t0 + t, M)
-                else:
-                    rk = _OKEY_LOW
-                    for i in range(dk):
-                        b = _okey(np.float64(q[t0 + t, i]) + M[i])
-                        rk = b if b > rk else rk
-                    r = _okey_value(rk)
+                rk = _OKEY_LOW
+                for i in range(dk):
+                    b = _okey(np.float64(q[t0 + t, i]) + M[i])
+                    rk = b if b > rk else rk
+                r = _okey_value(rk)
                 for i in range(dk):
                     x = q[t0 + t, i]
                     ckq[i] += x - x
@@ -703,25 +696,6 @@ def _col_max_v(x, t0, L, low, neg_ok, mw, ck):
         vst(mw.ctypes.data + j0 * isz, mx)
         vst(ck.ctypes.data + j0 * isz, cs)
     return dvec
-
-
-@numba.njit
-def _qm_max(q, t, M):
-    """max_i (q[t, i] + M_i) in float64 (q (T, d_k), columns unit-strided; M (d_k) float64): vectors of 8 float64
-    lanes (q widened), :func:`vmaxo` (NaN never taken: such rows are counted and dropped), the last d_k % 8 columns
-    scalar; for finite entries the value of the order-key maximum."""
-    dk = q.shape[1]
-    qz, mz = q[t, 0], M[0]  # (their types only)
-    pq, pm = q.ctypes.data + t * q.strides[0], M.ctypes.data
-    d8 = dk - dk % 8
-    rv = vsplat(-np.inf)
-    for i0 in range(0, d8, 8):
-        rv = vmaxo(vadd(vldx(pq + i0 * q.itemsize, qz), vld(pm + i0 * 8, mz)), rv)
-    r = vhmax(rv)
-    for i in range(d8, dk):
-        x = np.float64(q[t, i]) + M[i]
-        r = x if x > r else r
-    return r
 
 
 @numba.njit(inline="always")

@@ -218,70 +218,6 @@ def vnanacc(typingctx, c, x):
     return c(c, x), codegen
 
 
-@intrinsic
-def vldx(typingctx, p, x):
-    """the 8 elements of x's dtype at address p as float64 lanes (a 64-byte vector of float64; float32 widened)"""
-    V = Vec(types.float64)
-
-    def codegen(ctx, builder, sig, args):
-        src = ir.VectorType(ctx.get_value_type(x), 8)
-        ld = builder.load(_ptr(builder, args[0], src), align=x.bitwidth // 8)
-        return ld if x == types.float64 else builder.fpext(ld, ctx.get_value_type(V))
-    return V(p, x), codegen
-
-
-@intrinsic
-def vadd(typingctx, a, b):
-    def codegen(ctx, builder, sig, args):
-        return builder.fadd(args[0], args[1])
-    return a(a, b), codegen
-
-
-@intrinsic
-def vhmax(typingctx, v):
-    """the largest lane of v (:func:`vmaxo`'s select over a tree of halves: NaN lanes never taken unless all are)"""
-    def codegen(ctx, builder, sig, args):
-        x = args[0]
-        n = v.lanes
-        i32 = ir.IntType(32)
-        while n > 1:
-            n //= 2
-            lo = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(i32, n), list(range(n))))
-            hi = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(i32, n), list(range(n, 2 * n))))
-            x = builder.select(builder.fcmp_ordered(">", lo, hi), lo, hi)
-        return builder.extract_element(x, ir.Constant(i32, 0))
-    return v.dtype(v), codegen
-
-
-@intrinsic
-def vsum4(typingctx, a, b, c, d):
-    """the sums of the lanes of a, b, c, d, each by :func:`vsum`'s tree (the same values), the four trees merged:
-    each level adds the halves of every vector's groups, two vectors packed into one, then four"""
-    tt = types.UniTuple(a.dtype, 4)
-
-    def codegen(ctx, builder, sig, args):
-        L = a.lanes
-        i32 = ir.IntType(32)
-
-        def sh(x, y, idx):
-            return builder.shuffle_vector(x, y, ir.Constant(ir.VectorType(i32, len(idx)), idx))
-
-        def halves(x, y, g, groups):  # x, y (or x alone when y is None): groups of g lanes -> of g / 2
-            first = [q * g + i for q in range(groups) for i in range(g // 2)]
-            second = [q * g + g // 2 + i for q in range(groups) for i in range(g // 2)]
-            if y is None:
-                return builder.fadd(sh(x, x, first), sh(x, x, second))
-            n = g * groups
-            return builder.fadd(sh(x, y, first + [n + i for i in first]), sh(x, y, second + [n + i for i in second]))
-
-        x, y = halves(args[0], args[1], L, 1), halves(args[2], args[3], L, 1)  # [a | b], [c | d]: groups of L / 2
-        z, g = halves(x, y, L // 2, 2), L // 4  # [a | b | c | d]: groups of L / 4
-        while g > 1:
-            z, g = halves(z, None, g, 4), g // 2
-        return ctx.make_tuple(builder, tt, [builder.extract_element(z, ir.Constant(i32, i)) for i in range(4)])
-    return tt(a, b, c, d), codegen
-
-
 @numba.njit(fastmath={"contract"})
 def _dot(a, b, kk, x):
     """sum_l a[l] b[l] of kk contiguous elements of x's dtype at addresses a, b: lanes of 64-byte vectors, their
@@ -328,7 +264,7 @@ def mmt(m, n, kk, pa, lda, pb, ldb, pc, ldc, tri, x):
                 pa1 += VL * isz
                 pb0 += VL * isz
                 pb1 += VL * isz
-            r00, r01, r10, r11 = vsum4(c00, c01, c10, c11)
+            r00, r01, r10, r11 = vsum(c00), vsum(c01), vsum(c10), vsum(c11)
             for _ in range(kk % VL):
                 u0, u1, w0, w1 = sld(pa0, x), sld(pa1, x), sld(pb0, x), sld(pb1, x)
                 r00 += u0 * w0
