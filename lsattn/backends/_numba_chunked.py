@@ -64,10 +64,6 @@ _FM = {"contract"}
 #: vector form was 1-3% slower in float64 log on an AVX2 host, NOTES s28b try 3), s29c
 COLMAX_VEC32 = True
 
-#: log values: the logarithms of a chunk's Y in one pass over its tile in the input dtype (float32: twice the lanes
-#: of the output rows' float64 part, with which main computes them row by row), s29c; the same values
-LOG_TILE = True
-
 #: OpenBLAS runs a product of m n k >= 262144 flops / 2 on its own threads; called from every Numba
 #: thread at once on a busy machine that was 5-10x slower (measured at C = 64, d = 64), so chunks
 #: are sized to keep every product of a chunk below it
@@ -308,7 +304,6 @@ def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, ou
     SV = np.zeros((dk + C, dv), wt)
     S1 = np.empty((dk, dv), wt)  # S': the state at the chunk's shifts
     Y = np.empty((C, dv), wt)
-    LY = np.empty((C if log_values and LOG_TILE else 0, dv), wt)  # log Y (LOG_TILE)
     U = np.empty((dk, dv), wt)
     M, N = np.empty(dk), np.zeros(dv + 1)
     Mw, Nw = np.empty(dk, wt), np.empty(dv, wt)
@@ -411,10 +406,6 @@ def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, ou
             if log_values:
                 for t in range(L):  # the polynomial: vectorised (math.log is a scalar libm call); D > 0 where used
                     LD[t] = _log64(max(D[t], bound))
-                if LOG_TILE:
-                    for t in range(L):
-                        for j in range(dv):
-                            LY[t, j] = _logw(Y[t, j])
             for t in range(L):
                 # each row in one vectorised pass; rows that fail the test (a count, not a short-circuit
                 # loop) are overwritten by the exact one
@@ -423,7 +414,7 @@ def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, ou
                     for j in range(dv):
                         yw = Y[t, j]
                         bad += not (yw >= bound)
-                        y = np.float64(LY[t, j] if LOG_TILE else _logw(yw)) + (N[j] - LD[t])
+                        y = np.float64(_logw(yw)) + (N[j] - LD[t])
                         out[t0 + t, j] = y if y > lo / 2 else -np.inf
                 else:
                     rd = 1.0 / D[t]
