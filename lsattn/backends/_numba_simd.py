@@ -4,7 +4,7 @@ The chunked exp-kernel / log attention kernel (``_numba_chunked``) multiplies bl
 columns, products too small for OpenBLAS: its Haswell kernels (the ones it picks on AVX2 hosts, and on
 some AVX-512 ones) pack every operand first and ran them at 27-43 GFLOP/s on one core of an AVX2 host
 whose large float32 matmul runs at ~95 (benchmarks/NOTES.md, s28b). :func:`mm` computes them in place,
-no packing: tiles of 4 rows by one 64-byte vector of columns (16 float32 / 8 float64: two AVX2
+no packing: tiles of 8 (``MM_ROWS8``) or 4 rows by one 64-byte vector of columns (16 float32 / 8 float64: two AVX2
 registers or one AVX-512 register per row), the accumulators in registers through the reduction.
 
 The vectors are a Numba type (:class:`Vec`, an LLVM ``<16 x float>`` / ``<8 x double>``) with a few
@@ -17,6 +17,10 @@ from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
+
+#: :func:`mm` in tiles of 8 rows by one vector before the 4-row ones (s29c: 16 accumulator registers on AVX2, 8 on
+#: AVX-512; the same sums); False: 4-row tiles only (session 28's)
+MM_ROWS8 = True
 
 #: :func:`mmt` over 2 x 2 dot products (s29c); False: one dot product at a time (session 28's form, the same sums)
 MMT_2X2 = True
@@ -130,8 +134,40 @@ def mm(m, n, kk, pa, ra, ca, pb, ldb, pc, ldc, acc, x):
     isz, VL = isz_lanes(x)
     nv = n - n % VL
     m4 = m - m % 4
+    m8 = m - m % 8 if MM_ROWS8 else 0
     for j0 in range(0, nv, VL):
-        for i0 in range(0, m4, 4):
+        for i0 in range(0, m8, 8):
+            p0 = pc + (i0 * ldc + j0) * isz
+            sc = ldc * isz
+            if acc:
+                c0, c1, c2, c3 = vld(p0, x), vld(p0 + sc, x), vld(p0 + 2 * sc, x), vld(p0 + 3 * sc, x)
+                c4, c5, c6, c7 = vld(p0 + 4 * sc, x), vld(p0 + 5 * sc, x), vld(p0 + 6 * sc, x), vld(p0 + 7 * sc, x)
+            else:
+                c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = vzero(x)
+            a = pa + i0 * ra * isz
+            b = pb + j0 * isz
+            sa = ra * isz
+            for _ in range(kk):
+                bv = vld(b, x)
+                c0 = vfma(vbc(a, x), bv, c0)
+                c1 = vfma(vbc(a + sa, x), bv, c1)
+                c2 = vfma(vbc(a + 2 * sa, x), bv, c2)
+                c3 = vfma(vbc(a + 3 * sa, x), bv, c3)
+                c4 = vfma(vbc(a + 4 * sa, x), bv, c4)
+                c5 = vfma(vbc(a + 5 * sa, x), bv, c5)
+                c6 = vfma(vbc(a + 6 * sa, x), bv, c6)
+                c7 = vfma(vbc(a + 7 * sa, x), bv, c7)
+                a += ca * isz
+                b += ldb * isz
+            vst(p0, c0)
+            vst(p0 + sc, c1)
+            vst(p0 + 2 * sc, c2)
+            vst(p0 + 3 * sc, c3)
+            vst(p0 + 4 * sc, c4)
+            vst(p0 + 5 * sc, c5)
+            vst(p0 + 6 * sc, c6)
+            vst(p0 + 7 * sc, c7)
+        for i0 in range(m8, m4, 4):
             p0 = pc + (i0 * ldc + j0) * isz
             p1 = p0 + ldc * isz
             p2 = p1 + ldc * isz
