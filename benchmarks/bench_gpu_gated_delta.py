@@ -52,6 +52,26 @@ def inputs(T, dtype, seed=0):
     return [x.to(dtype) for x in (q, k, v, a, beta, lam)]
 
 
+def ours_train_step(T, warm=3):
+    """The fwd+bwd table's step of ours on bfloat16 inputs at T (``train``'s ``step``: ``(out.float() *
+    dO.float()).sum().backward()``, the gradients cleared), called ``warm`` times: the device scripts' profiles of it."""
+    import torch
+
+    import lsattn
+
+    x = [t.requires_grad_(True) for t in inputs(T, torch.bfloat16)]
+    dO = torch.randn(x[2].shape, device="cuda", dtype=torch.bfloat16)
+
+    def step():
+        (lsattn.loglinear_gated_delta(*x).float() * dO.float()).sum().backward()
+        for t in x:
+            t.grad = None
+
+    for _ in range(warm):
+        step()
+    return step
+
+
 def fla_args(q, k, v, a, beta):
     """Our (B, H, T, ...) layout -> fla's (B, T, H, ...)."""
     return [x.transpose(1, 2).contiguous() for x in (q, k, v, a, beta)]

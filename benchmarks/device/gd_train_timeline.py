@@ -12,26 +12,16 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gd_timeline  # noqa: E402  (its host-phase spans installed on import)
-import lsattn  # noqa: E402
-from bench_gpu_gated_delta import inputs  # noqa: E402
+from bench_gpu_gated_delta import ours_train_step  # noqa: E402
 
 
 def main():
     for T in [int(t) for t in (sys.argv[1] if len(sys.argv) > 1 else "32768").split(",")]:
-        x = [t.requires_grad_(True) for t in inputs(T, torch.bfloat16)]
-        dO = torch.randn_like(x[2]) / 64
-
-        def step():
-            (lsattn.loglinear_gated_delta(*x).float() * dO.float()).sum().backward()
-            for t in x:
-                t.grad = None
-
-        for _ in range(3):
-            step()
+        step = ours_train_step(T)
         print(f"==== T={T} bf16 fwd+bwd: latency {gd_timeline.latency(step, 7):.3f} ms (median of 7, CUDA events)",
               flush=True)
         gd_timeline.timeline(step, f"train_{T}")
-        x = dO = step = None  # noqa: F841
+        step = None  # (its inputs freed before the next size)
         torch.cuda.empty_cache()
 
 

@@ -11,24 +11,14 @@ import torch
 from line_profiler import LineProfiler
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import lsattn  # noqa: E402
-from bench_gpu_gated_delta import inputs  # noqa: E402
+from bench_gpu_gated_delta import ours_train_step  # noqa: E402
 from lsattn import _prologue, gated_delta as api  # noqa: E402
 from lsattn.backends.cupy import _arrays, _autograd, _compile, gated_delta, gated_delta_bwd  # noqa: E402
 
 
 def main():
     T = int(sys.argv[1]) if len(sys.argv) > 1 else 8192
-    x = [t.requires_grad_(True) for t in inputs(T, torch.bfloat16)]
-    dO = torch.randn_like(x[2]) / 64
-
-    def step():
-        (lsattn.loglinear_gated_delta(*x).float() * dO.float()).sum().backward()
-        for t in x:
-            t.grad = None
-
-    for _ in range(3):
-        step()
+    step = ours_train_step(T)
     fn = _autograd._gd_function()[2]
     lp = LineProfiler()
     for f in (step, api.loglinear_gated_delta, _prologue._run, _prologue._compute, gated_delta.forward,
