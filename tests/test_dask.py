@@ -198,7 +198,9 @@ def test_local_cluster_two_processes():
         out = lsattn.loglinear_gated_delta(*[to_dask(x, ((1, 1),), (7, 13, 1, 29)) for x in args])
         ll = lsattn.loglinear_attention(*[to_dask(x, ((2,),), (16, 17, 17)) for x in make_inputs("loglinear_attention", (2,), 50, 4, 3, 3)])
         got, got_ll = client.compute([out, ll], sync=True)
-        assert len(client.scheduler_info()["workers"]) == 2
+        # (the scheduler asked directly: distributed 2026.8's scheduler_info() falls back to a cached identity without
+        # per-worker entries when its refresh fails, which a loaded machine made this assertion read as 0 workers)
+        assert len(client.nthreads()) == 2
     assert_close(got, ref, RTOL["float64"], what="gated delta on LocalCluster")
     assert_close(got_ll, ref_ll, RTOL["float64"], what="loglinear on LocalCluster")
 
