@@ -51,6 +51,8 @@ inline float lg(float x) { return std::log(x); }
 inline double lg(double x) { return std::log(x); }
 inline float fmx(float a, float b) { return std::fmax(a, b); }
 inline double fmx(double a, double b) { return std::fmax(a, b); }
+inline float fmn(float a, float b) { return std::fmin(a, b); }
+inline double fmn(double a, double b) { return std::fmin(a, b); }
 #define DEN_FLOOR ((ta)1e-20)  // common.cu's
 inline ta neg_big() { return sizeof(ta) == 4 ? (ta)-3.0e38f : (ta)-1.0e308; }
 inline ta lo_v() { return -std::numeric_limits<ta>::max() / 8; }

@@ -154,6 +154,14 @@ def _emu_grads(emu, arrays, do, dtype, C, p=0, old=None, tc=False):
 # (s13i17) row 57 of sequence 1: output -92 at column 3 dominated by its own value, e^(lv - o) ~ e^93 (past float32)
 @example(batch=(2,), T=90, dk=16, dv=5, C=16, decay="mixed", weights="random", dtype="float32", scale=30.0,
          neg_inf=True, seed=7)
+# (s30) row 46 of sequence (1, 0): output -109 (a -inf value beside a key 110 lower); hib_blocks' W_j = max_t -o_tj
+# left the right block's other rows' U terms at e^-109, below float32 (dk, dlv off 0.11, da 0.18 of ~4.4)
+@example(batch=(2, 2), T=72, dk=1, dv=1, C=16, decay="zero", weights="zero", dtype="float32", scale=30.0,
+         neg_inf=True, seed=0)
+# (s30) row 82 of sequence (0, 1): output -79 behind a -inf value; hib_dq cut a held slot's value factors e^(n - o)
+# at e^64 (dq, dlam off 0.41 of 2.5)
+@example(batch=(3, 3), T=85, dk=16, dv=1, C=16, decay="zero", weights="zero", dtype="float32", scale=30.0,
+         neg_inf=True, seed=463)
 def test_backward_emulated_matches_reference(emu_bwd, batch, T, dk, dv, C, decay, weights, dtype, scale, neg_inf, seed):
     """dq, dk, d log_v, d log_level_weights, d log_decay of one call equal float64 torch autograd of
     the reference: several chunks (T up to 90 at C = 16: right blocks of several levels), levels

@@ -205,10 +205,10 @@ class Config:
             TK, TV, TC = DKP + 4, DVP + 4, CH + 4  # mm_acc operands
             fp = 2 * DKP + DVP + 7 * CH  # Z, the CH vectors, hib_fpairs' shifts and flags
             freg = max(DVP * (TK + TC), 2 * DKP * TC, 2 * DVP * TC, CH * (TC + TK))  # HIB_FREG
-            return {"hib_dq": 3 * K + 3 * V + 3 * X + 2 * CH * 64 + freg + fp,
-                    "hib_blocks": CH * (TK + 2 * TV) + 3 * DKP + 2 * DVP + 4 * CH
+            return {"hib_dq": 3 * K + 3 * V + 3 * X + 2 * CH * 64 + freg + fp + 2 * CH,  # (the held slots' row shifts)
+                    "hib_blocks": CH * (TK + 2 * TV) + 5 * DKP + 2 * DVP + 5 * CH + 8  # (NT / 32 warps' minima)
                     + (CH // 2 * (DKP + DVP + 16) if self.tc else 0),  # (HIB_TC: the product's bf16 pairs)
-                    "hib_bmerge": 8 * (DKP + DVP),  # HIB_NPC pieces' factors
+                    "hib_bmerge": 8 * (DKP + DVP + 1) + DKP,  # HIB_NPC pieces' factors and shifts, M
                     "hib_dkdv": self._hib_dkdv(self.hib_unb)}[kernel] * es
         if kernel == "ll_pk_read":  # loglinear_streams.cu: x transposed (PK_KROWS x PK_XLD), a stage of one old slot
             return (-(-DKP // 32) * 32 * 68 + 32 * DVP) * es

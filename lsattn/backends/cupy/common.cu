@@ -101,6 +101,8 @@ __device__ __forceinline__ float lg(float x) { return logf(x); }
 __device__ __forceinline__ double lg(double x) { return log(x); }
 __device__ __forceinline__ float fmx(float a, float b) { return fmaxf(a, b); }
 __device__ __forceinline__ double fmx(double a, double b) { return fmax(a, b); }
+__device__ __forceinline__ float fmn(float a, float b) { return fminf(a, b); }
+__device__ __forceinline__ double fmn(double a, double b) { return fmin(a, b); }
 
 // Smallest denominator (relative to the row shift) the chunked exp-kernel read trusts; below it
 // the row is recomputed with its exact shift. Terms lost to underflow are < 2^-126 (float) each.

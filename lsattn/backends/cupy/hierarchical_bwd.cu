@@ -29,9 +29,13 @@
 // hib_blocks  per right block R = [r0, r0 + 2^(l'-1)) of chunks (r0 > F, l' = 1 + trailing zeros of
 //             r0): every key chunk c < r0 of the block to its left meets all of R's queries at level
 //             log2 CH + l'. R's query summary, with M_i = max_{t in R} x_ti, x_ti = q_ti - lden_t +
-//             lam[t, lev] + (decay from R's first token to t), W_j = max_{t in R} -o_tj:
-//             U_ij = sum_t exp(x_ti - M_i) g_tj exp(-o_tj - W_j),  Z_i = sum_t exp(x_ti - M_i) delta_t
-//             and R's total decay (the sum of the chunks' totals, each summed inside its chunk). A block of
+//             lam[t, lev] + (decay from R's first token to t), r_t = max_i (x_ti - M_i) <= 0 and
+//             W_j = max_{t in R} (r_t - o_tj):
+//             U_ij = sum_t exp(x_ti - M_i - r_t) g_tj exp(r_t - o_tj - W_j),  Z_i = sum_t exp(x_ti - M_i) delta_t
+//             (both factors <= 1, and a column's largest product term e^0: W_j = max_t -o_tj alone left U's terms
+//             ~e^(r_t) -- e^-109 past float32's range where one row's output was -109 and the other rows carried x's
+//             maxima, s30; the running maxima lower W by the least rise of M, an upper bound on every earlier row's
+//             r_t falling) and R's total decay (the sum of the chunks' totals, each summed inside its chunk). A block of
 //             more than HIB_PMIN chunks runs as up to HIB_NPC pieces in parallel (hib_piece), which
 // hib_bmerge  merges into R's summary (the pieces' maxima and sums rescaled to the largest, factors <= 1).
 // hib_dkdv    per key chunk c: the chunk's pairs as products over hib_dq's P, D and flags (the exact rows
@@ -292,6 +296,28 @@ __device__ __forceinline__ void hib_go(ta& g, ta& o) {
 // |x| 2^-24 relative) in the bfloat16 callers' variant (HIB_TC), whose operands are rounded to bf16 (2^-9) anyway;
 // expf elsewhere. The exact rows' per-pair terms keep expf.
 __device__ __forceinline__ ta hib_fex(ta x) { return HIB_TC ? fex(x) : ex(x); }
+// The right blocks' row shifts' floor (r_t >= -HIB_RLO) and their least rise's cap: past it every factor is 0 in
+// either type, and no difference of two stand-ins (neg_big - neg_big) enters an exponent
+#define HIB_RLO ((ta)1e4)
+// hib_dq's held slots' row shifts' cap: their value factors' exponents n_j - o_tj - c_t <= 64 for n_j - o_tj up to
+// 64 + HIB_CSH (float32's e^88.7: a slot's S_ij needed past that is below float32 in the forward's slots too)
+#define HIB_CSH (sizeof(ta) == 4 ? (ta)24 : (ta)64)
+
+// Rows spread over the block: HIB_TPR = NT / CH consecutive lanes per row (thread tid: row tid / HIB_TPR,
+// lane tid % HIB_TPR, which takes columns lane, lane + HIB_TPR, ...) instead of one thread per row (the
+// serial 64-step loops on one warp of eight); hib_rred combines a row's lanes by shuffles. Every thread
+// of the block calls it (the CPU emulation's shuffle is block-wide).
+constexpr int HIB_TPR = NT / CH;
+static_assert(HIB_TPR * CH == NT && HIB_TPR <= 32, "rows over the block");
+template <bool MAX>
+__device__ __forceinline__ ta hib_rred(ta x) {
+#pragma unroll
+    for (int o = 1; o < HIB_TPR; o <<= 1) {
+        const ta y = __shfl_xor_sync(0xffffffffu, x, o);
+        x = MAX ? fmx(x, y) : x + y;
+    }
+    return x;
+}
 
 // hib_blocks' work items: right blocks of 2^(l'-1) chunks at level l' (r0 = (2m + 1) 2^(l'-1), F < r0 < F + n),
 // in order of l', then r0; a block of more than HIB_PMIN chunks is split into NP = min(2^(l'-1) / HIB_PMIN,
@@ -363,7 +389,11 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
     ta* ac = b; b += CH;
     ta* Xr = b; b += CH;            // -lden_t + lam[t, lev]
     ta* Xf = b; b += CH;            // x_t - q_t: Xr_t + decay from R's first token to t
-    ta* Dr = b; b += CH;
+    ta* Dr = b; b += CH;            // delta_t, then delta_t exp(r_t) (Z's factor: E holds exp(x_ti - M_i - r_t))
+    ta* Rr = b; b += CH;            // r_t = max_i (x_ti - M_i), clamped at -HIB_RLO
+    ta* Dl = b; b += DKP;           // the rise of M_i in this chunk (HIB_RLO past DK)
+    ta* Sq = b; b += DKP;           // U's row factors exp(dm - Dl_i) <= 1 (Z's are Sk)
+    ta* Dm = b; b += NT / 32;       // the warps' least rises
     // (HIB_TC) the product's operands exp(x_ti - M_i) and g_tj exp(-o_tj - W_j) as bf16 pairs along t (rows of DKP + 8,
     // DVP + 8 pairs): formed once, not packed at each of the warp's tile reads; E stays in float32 for Z
     unsigned* E2 = reinterpret_cast<unsigned*>(b); b += HIB_TC ? (CH / 2) * (DKP + 8) : 0;
@@ -471,18 +501,12 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
                 }
                 if (c2 == 0)
                     for (int t = max(tb, t1); t < tb + CH / 2; ++t) Xf[t] = (ta)0;
-            } else if (c2 < DKP + DVP) {
-                const int jj = c2 - DKP;
-                m = h2 ? lo_v() : Ws[jj];
-                for (int t = tb; t < te; ++t) m = fmx(m, Gp[t * HIB_TVL + jj]);
             }
             m = fmx(m, __shfl_xor_sync(0xffffffffu, m, 1));
             if (!h2 && c2 < DKP) {
                 Sk[c2] = ex(Ms[c2] - m);
+                Dl[c2] = c2 < DK ? m - Ms[c2] : HIB_RLO;
                 Ms[c2] = m;
-            } else if (!h2 && c2 < DKP + DVP) {
-                Sv[c2 - DKP] = ex(Ws[c2 - DKP] - m);
-                Ws[c2 - DKP] = m;
             }
         }
 #else
@@ -500,20 +524,53 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
                 m = fmx(m, E[t * HIB_TKL + tid] + (Xr[t] + G0 + run));
             }
             Sk[tid] = ex(Ms[tid] - m);
+            Dl[tid] = tid < DK ? m - Ms[tid] : HIB_RLO;
             Ms[tid] = m;
-        } else if (tid < DKP + DVP) {
-            const int jj = tid - DKP;
-            ta w = Ws[jj];
-            for (int t = 0; t < t1; ++t) w = fmx(w, Gp[t * HIB_TVL + jj]);
-            Sv[jj] = ex(Ws[jj] - w);
-            Ws[jj] = w;
         }
 #endif
         __syncthreads();
-        auto ex_ = [&](int t, int i) { return (t < t1 && i < DK) ? hib_fex(E[t * HIB_TKL + i] + Xf[t] - Ms[i]) : (ta)0; };
+        {  // r_t by hib_rred's lanes per row; the least rise of M (dm: every earlier row's r_t fell by at least that) by
+           // warp minima (both by shuffles every thread calls)
+            const int t = tid / HIB_TPR;
+            ta r = neg_big();
+            for (int i = tid % HIB_TPR; i < DK; i += HIB_TPR) r = fmx(r, E[t * HIB_TKL + i] + Xf[t] - Ms[i]);
+            r = hib_rred<true>(r);
+            if (tid % HIB_TPR == 0) {
+                const ta rr = t < t1 ? fmx(r, -HIB_RLO) : (ta)0;
+                Rr[t] = rr;
+                Dr[t] *= ex(rr);
+            }
+            ta d = tid < DKP ? Dl[tid] : HIB_RLO;
+#pragma unroll
+            for (int s2 = 16; s2; s2 >>= 1) d = fmn(d, __shfl_xor_sync(0xffffffffu, d, s2));
+            if (tid % 32 == 0) Dm[tid / 32] = d;
+        }
+        __syncthreads();
+        {  // W_j = max(W_j - dm, max_t (r_t - o_tj)) by HIB_WL lanes per column; U's factors Sq_i Sv_j = e^(-Dl_i + W_old - W_new)
+            ta dm = HIB_RLO;
+            for (int w = 0; w < (DKP + 31) / 32; ++w) dm = fmn(dm, Dm[w]);
+            constexpr int WL = 2 * DVP + DKP <= NT ? 2 : 1;
+            const int jj = tid / WL, h2 = tid % WL, tb = h2 * (CH / WL), te = min(tb + CH / WL, t1);
+            ta m = lo_v();
+            if (jj < DVP) {
+                m = h2 ? lo_v() : Ws[jj] - dm;
+                for (int t = tb; t < te; ++t) m = fmx(m, Gp[t * HIB_TVL + jj] + Rr[t]);
+            }
+            if (WL == 2) m = fmx(m, __shfl_xor_sync(0xffffffffu, m, 1));
+            if (jj < DVP && !h2) {
+                Sv[jj] = ex(Ws[jj] - dm - m);
+                Ws[jj] = m;
+            }
+            const int i = tid - WL * DVP;
+            if (i >= 0 && i < DKP) Sq[i] = i < DK ? ex(dm - Dl[i]) : (ta)0;
+        }
+        __syncthreads();
+        auto ex_ = [&](int t, int i) {
+            return (t < t1 && i < DK) ? hib_fex(E[t * HIB_TKL + i] + Xf[t] - Ms[i] - Rr[t]) : (ta)0;
+        };
         auto gx_ = [&](int t, int jj) {
             const ta o = Gp[t * HIB_TVL + jj];  // (lo_v(): a masked output, whose g counts as 0)
-            return (t < t1 && jj < DV && o != lo_v()) ? Gr[t * HIB_TVL + jj] * hib_fex(o - Ws[jj]) : (ta)0;
+            return (t < t1 && jj < DV && o != lo_v()) ? Gr[t * HIB_TVL + jj] * hib_fex(o + Rr[t] - Ws[jj]) : (ta)0;
         };
 #if HIB_TC
         for (int idx = tid; idx < (CH / 2) * DKP; idx += NT) {  // rows t, t + 1 of column i
@@ -536,7 +593,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
             Gp[t * HIB_TVL + jj] = gx_(t, jj);
         }
 #endif
-        acc.each([&](int i, int jj, ta& x) { x *= Sk[i] * Sv[jj]; });
+        acc.each([&](int i, int jj, ta& x) { x *= Sq[i] * Sv[jj]; });
         __syncthreads();
 #if HIB_TC
         acc.add(E2, DKP + 8, G2, DVP + 8);
@@ -568,40 +625,47 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
 }
 
 // hib_bmerge: one block per split right block (hib_piece with split) and sequence: its pieces' summaries
-// (each in R's frame) into R's, M_i = max_k M_ki, W_j = max_k W_kj, U_ij = sum_k U_kij exp(M_ki - M_i)
-// exp(W_kj - W_j) (factors <= 1), Z_i likewise, R's total decay the sum of the pieces' (in order).
+// (each in R's frame) into R's, M_i = max_k M_ki, dm_k = min_i (M_i - M_ki) (piece k's rows' r_t fall by at least
+// that), W_j = max_k (W_kj - dm_k), U_ij = sum_k U_kij exp(M_ki - M_i + dm_k) exp(W_kj - dm_k - W_j) (factors <= 1),
+// Z_i = sum_k Z_ki exp(M_ki - M_i), R's total decay the sum of the pieces' (in order).
 extern "C" __global__ void __launch_bounds__(NT) hib_bmerge(
     const ta* __restrict__ Up, const ta* __restrict__ Zp, const ta* __restrict__ Mp, const ta* __restrict__ Wp,
     const ta* __restrict__ gp, ta* __restrict__ U, ta* __restrict__ Z, ta* __restrict__ Mb, ta* __restrict__ Wb,
     ta* __restrict__ gt, int DK, int DV, i64 F, int n, int npieces) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    ta* Sk = reinterpret_cast<ta*>(smem_raw);  // HIB_NPC x DKP: exp(M_ki - M_i)
-    ta* Sv = Sk + HIB_NPC * DKP;               // HIB_NPC x DVP: exp(W_kj - W_j)
-    check_smem((unsigned)(HIB_NPC * (DKP + DVP) * sizeof(ta)));
+    ta* Sk = reinterpret_cast<ta*>(smem_raw);  // HIB_NPC x DKP: exp(M_ki - M_i + dm_k)
+    ta* Sv = Sk + HIB_NPC * DKP;               // HIB_NPC x DVP: exp(W_kj - dm_k - W_j)
+    ta* Ms = Sv + HIB_NPC * DVP;               // DKP: M_i
+    ta* dm = Ms + DKP;                         // HIB_NPC: dm_k
+    check_smem((unsigned)((HIB_NPC * (DKP + DVP + 1) + DKP) * sizeof(ta)));
     const int tid = threadIdx.x;
     const i64 bh = blockIdx.y;
     HibPiece P;
     if (!hib_piece(blockIdx.x, F, n, true, P)) return;
     const i64 o = bh * n + (P.r0 - F), b0 = bh * npieces + P.slot;
-    for (int i = tid; i < DKP; i += NT) {
+    for (int i = tid; i < DK; i += NT) {
         ta m = neg_big();
-        for (int k = 0; k < P.np; ++k) m = fmx(m, i < DK ? Mp[(b0 + k) * DK + i] : neg_big());
+        for (int k = 0; k < P.np; ++k) m = fmx(m, Mp[(b0 + k) * DK + i]);
         ta z = (ta)0;
-        for (int k = 0; k < P.np; ++k) {
-            const ta f = i < DK ? ex(Mp[(b0 + k) * DK + i] - m) : (ta)0;
-            Sk[k * DKP + i] = f;
-            if (i < DK) z = fma(Zp[(b0 + k) * DK + i], f, z);
-        }
-        if (i < DK) {
-            Mb[o * DK + i] = m;
-            Z[o * DK + i] = z;
-        }
+        for (int k = 0; k < P.np; ++k) z = fma(Zp[(b0 + k) * DK + i], ex(Mp[(b0 + k) * DK + i] - m), z);
+        Ms[i] = m;
+        Mb[o * DK + i] = m;
+        Z[o * DK + i] = z;
     }
-    for (int jj = tid; jj < DVP; jj += NT) {
+    __syncthreads();
+    if (tid < P.np) {
+        ta d = HIB_RLO;
+        for (int i = 0; i < DK; ++i) d = fmn(d, Ms[i] - Mp[(b0 + tid) * DK + i]);
+        dm[tid] = d;
+    }
+    __syncthreads();
+    for (int i = tid; i < DK; i += NT)
+        for (int k = 0; k < P.np; ++k) Sk[k * DKP + i] = ex(Mp[(b0 + k) * DK + i] - Ms[i] + dm[k]);
+    for (int jj = tid; jj < DV; jj += NT) {
         ta w = lo_v();
-        for (int k = 0; k < P.np; ++k) w = fmx(w, jj < DV ? Wp[(b0 + k) * DV + jj] : lo_v());
-        for (int k = 0; k < P.np; ++k) Sv[k * DVP + jj] = jj < DV ? ex(Wp[(b0 + k) * DV + jj] - w) : (ta)0;
-        if (jj < DV) Wb[o * DV + jj] = w;
+        for (int k = 0; k < P.np; ++k) w = fmx(w, Wp[(b0 + k) * DV + jj] - dm[k]);
+        for (int k = 0; k < P.np; ++k) Sv[k * DVP + jj] = ex(Wp[(b0 + k) * DV + jj] - dm[k] - w);
+        Wb[o * DV + jj] = w;
     }
     if (tid == 0) {
         ta g = (ta)0;

@@ -119,22 +119,6 @@ __device__ __forceinline__ void hib_prefetch(const ta* p, int count) {
 #endif
 }
 
-// Rows spread over the block: HIB_TPR = NT / CH consecutive lanes per row (thread tid: row tid / HIB_TPR,
-// lane tid % HIB_TPR, which takes columns lane, lane + HIB_TPR, ...) instead of one thread per row (the
-// serial 64-step loops on one warp of eight); hib_rred combines a row's lanes by shuffles. Every thread
-// of the block calls it (the CPU emulation's shuffle is block-wide).
-constexpr int HIB_TPR = NT / CH;
-static_assert(HIB_TPR * CH == NT && HIB_TPR <= 32, "rows over the block");
-template <bool MAX>
-__device__ __forceinline__ ta hib_rred(ta x) {
-#pragma unroll
-    for (int o = 1; o < HIB_TPR; o <<= 1) {
-        const ta y = __shfl_xor_sync(0xffffffffu, x, o);
-        x = MAX ? fmx(x, y) : x + y;
-    }
-    return x;
-}
-
 // sum_{i < D} X[t][i] (row stride ld) of this thread's row t = tid / HIB_TPR over its lanes (every thread calls it),
 // returned and stored to out[t] for t0 <= t < t1 (sub: out[t] -= it)
 __device__ __forceinline__ ta hib_rowsum(const ta* X, int ld, int D, ta* out, int t0, int t1, bool sub) {
@@ -158,6 +142,7 @@ struct HibTiles {
     ta *Zs;                     // a right block's Z (DKP)
     ta *ac, *pre, *Ls, *Ds, *X; // CH: decays, their prefix sums, lden, delta, and a per-row scratch
     ta *mm, *nn, *R, *Fl;       // hib_fpairs': key shifts (DKP), value shifts (DVP), row shifts, exact-row flags (CH)
+    ta *Cr, *Dc;                // hib_dq's held slots': row shifts, delta e^-shift (CH)
     unsigned bytes;
 };
 
@@ -180,6 +165,7 @@ __device__ __forceinline__ HibTiles hib_tiles(unsigned char* raw, bool dq) {
     m.Zs = take(DKP);
     m.ac = take(CH); m.pre = take(CH); m.Ls = take(CH); m.Ds = take(CH); m.X = take(CH);
     m.mm = take(DKP); m.nn = take(DVP); m.R = take(CH); m.Fl = take(CH);
+    m.Cr = take(dq ? CH : 0); m.Dc = take(dq ? CH : 0);
     m.bytes = (unsigned)((b - reinterpret_cast<ta*>(raw)) * sizeof(ta));
     return m;
 }

@@ -145,6 +145,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
     ta *Qs = sm.Qs, *Ks = sm.Ks, *DQ = sm.Ak, *LVs = sm.LVs, *Gs = sm.Gs, *Os = sm.Os, *XP = sm.XP, *PP = sm.PP, *DD = sm.DD;
     ta *Lam = sm.Lam, *DL = sm.DL, *GRt = sm.Ta;
     ta *ac = sm.ac, *pre = sm.pre, *Ls = sm.Ls, *Ds = sm.Ds, *Xw = sm.X;  // Ks: then the slot terms, LVs: g exp(n - o)
+    ta *Cr = sm.Cr, *Dc = sm.Dc;  // a held slot's row shifts c_t and delta e^-c_t
     const int tid = threadIdx.x;
     const int j = blockIdx.x;
     const i64 bh = blockIdx.y;
@@ -351,13 +352,26 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
         // (jj = tid % DVP) from global
         const ta* const N_ = SB + u * HIB_SBUF + DKP * HIB_SLD + 2 * DKP;
         if (sp >= 0) slot_dlam();
-        for (int t = tid; t < CH; t += NT)
-            Xw[t] = (t >= t0 && t < t1) ? Lam[t * HI_LMAX + slot_level(s, t)] + pre[t] - Ls[t] : lo_v();
-        // g_tj exp(n_j - o_tj), capped at 64, not HIB_CAP: (G S^T) sums d_v of these times S_ij <= the slot's tokens,
-        // past float32 at e^80
+        // g_tj exp(n_j - o_tj - c_t), capped at 64, not HIB_CAP: (G S^T) sums d_v of these times S_ij <= the slot's
+        // tokens, past float32 at e^80. The row's shift c_t = min(max(0, max_j (n_j - o_tj) - 64), HIB_CSH) moves into
+        // its row factor (Xw + c_t, <= e^HIB_CSH) and delta (Dc = delta e^-c_t): terms of n_j - o_tj up to 64 + HIB_CSH
+        // (float32's range; s30: an output -79 behind a -inf value, its terms at e^79 were cut to e^64, dq off 0.41)
         const ta cap = sizeof(ta) == 4 ? (ta)64 : (ta)640;
+        {
+            ta x = neg_big();
+            for (int jj = rl; jj < DV; jj += HIB_TPR)
+                x = fmx(x, (HIB_SNB == 2 ? N_[jj] : hib_ld(nb, id * DV + jj, true, (ta)0)) - Os[tr * HIB_VLD + jj]);
+            x = hib_rred<true>(x);
+            if (rl == 0) {
+                const ta c_ = rin ? fmn(fmx(x - cap, (ta)0), HIB_CSH) : (ta)0;
+                Cr[tr] = c_;
+                Dc[tr] = Ds[tr] * ex(-c_);
+                Xw[tr] = rin ? Lam[tr * HI_LMAX + slot_level(s, tr)] + pre[tr] - Ls[tr] + c_ : lo_v();
+            }
+        }
+        __syncthreads();
         auto gp = [&](int t, int jj, ta n_) {
-            const ta x = n_ - Os[t * HIB_VLD + jj];
+            const ta x = n_ - Os[t * HIB_VLD + jj] - Cr[t];
             return jj < DV ? Gs[t * HIB_VLD + jj] * hib_fex(x < cap ? x : cap) : (ta)0;
         };
 #if HIB_TC
@@ -380,7 +394,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
         hib_slot_prod(GRt, S_, [&](int x, int t, int i, ta v) {  // v = (G S^T)[t][i]
             // (formed everywhere, finite off the terms too: q, m, z, Ds 0 or clamped, Xw lo_v off the rows; selected after,
             // so that the loads of one column or row are shared by the thread's elements, not each behind a branch)
-            const ta term = hib_fex(qv[x] + M_[i] + Xw[t]) * (v - Z_[i] * Ds[t]);
+            const ta term = hib_fex(qv[x] + M_[i] + Xw[t]) * (v - Z_[i] * Dc[t]);
             tv[x] = (vm >> x) & 1u ? term : (ta)0;
             dv[x] += tv[x];
         });
