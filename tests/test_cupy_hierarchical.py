@@ -161,8 +161,10 @@ def _with_neg_inf(arrays, rng, values=True):
             t = rng.integers(T)
             if values:
                 lv[..., t, rng.integers(lv.shape[-1])] = -np.inf
-            if k.shape[-1] > 1:
-                k[..., t, rng.integers(k.shape[-1])] = -np.inf
+            if k.shape[-1] > 1:  # (not a key's last finite feature: s30, T = 1 with every feature off drew 0 / 0)
+                i = rng.integers(k.shape[-1])
+                if np.isfinite(np.delete(k[..., t, :], i, axis=-1)).any(axis=-1).all():
+                    k[..., t, i] = -np.inf
             if a is not None:
                 a[..., t] = -np.inf
     return q, np.maximum(k, -np.finfo(np.float32).max / 8), lv, lam, a

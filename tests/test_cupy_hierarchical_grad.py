@@ -162,6 +162,10 @@ def _emu_grads(emu, arrays, do, dtype, C, p=0, old=None, tc=False):
 # at e^64 (dq, dlam off 0.41 of 2.5)
 @example(batch=(3, 3), T=85, dk=16, dv=1, C=16, decay="zero", weights="zero", dtype="float32", scale=30.0,
          neg_inf=True, seed=463)
+# (s30) one token whose three key features _with_neg_inf all turned off (0 / 0; the reference's log y 0 by absorption
+# into the -3.4e38 / 8 stand-in): _with_neg_inf now leaves every key a finite feature
+@example(batch=(), T=1, dk=3, dv=5, C=16, decay="none", weights="zero", dtype="float32", scale=1.0, neg_inf=True,
+         seed=3319)
 def test_backward_emulated_matches_reference(emu_bwd, batch, T, dk, dv, C, decay, weights, dtype, scale, neg_inf, seed):
     """dq, dk, d log_v, d log_level_weights, d log_decay of one call equal float64 torch autograd of
     the reference: several chunks (T up to 90 at C = 16: right blocks of several levels), levels
