@@ -809,3 +809,63 @@ def test_gpu_training_tier_bwd_stores(monkeypatch, dtype, T, s16):
         f"{k} {v:.2e}" for k, v in _rel_errors(got[True], got[False], ref_out, do_np).items()))
     check(got[True], got[False], ref_out, do_np, tol, f"{dtype} T={T} on against off")
     assert np.array_equal(outs[True], outs[False])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("T, tmin, nan", [(1000, 0, False), (2100, 0, False), (8192 + 100, None, False), (1000, 0, True)])
+def test_gpu_training_train_direct(monkeypatch, T, tmin, nan):
+    """``gated_delta.TRAIN_DIRECT`` on the GPU: the public bfloat16 training step (B = 1, H = 2, d = 64, S16, TIER_BWD)
+    with the switch on and off in one process: on, gd_forms launched by the driver on the inputs' pointers (not through
+    CupyOps), off through CupyOps; the output identical bit for bit, every gradient against float64 autograd of the
+    reference within BF16 (up to 2100 tokens; 8292: on against off only), on against off within BF16 (errors printed).
+    nan: a NaN log decay at token T / 2 of sequence (0, 1): gd_forms' finiteness answer reaches the prologue either way
+    (that sequence's rows from the token on NaN, every other row finite, on and off identical)."""
+    from test_training import _cuda
+
+    _cuda(torch)
+    from lsattn.backends.cupy import _compile
+    from test_cupy_gated_delta_grad import _rel_errors
+
+    if tmin is not None:
+        monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", tmin)
+    launched, real = [], _compile.CupyOps._tk
+    monkeypatch.setattr(_compile.CupyOps, "_tk", lambda self, op, cfg, name: launched.append(name) or real(self, op, cfg, name))
+    td, do, rs = _gpu_step_inputs(11, T, "moderate", T < 2000, "bfloat16", 5)
+    outs = {}
+    if nan:
+        with torch.no_grad():
+            rs[3][0, 1, T // 2] = float("nan")
+        for on in (True, False):
+            monkeypatch.setattr(cgd, "TRAIN_DIRECT", on)
+            outs[on] = lsattn.loglinear_gated_delta(*[r.detach().to(td).requires_grad_(True) for r in rs])
+            outs[on] = outs[on].detach().double().cpu().numpy()
+        bad = np.zeros(outs[True].shape, dtype=bool)
+        bad[0, 1, T // 2:] = True
+        assert np.array_equal(np.isnan(outs[True]), bad), "the poisoned rows NaN, every other finite"
+        assert np.array_equal(outs[True], outs[False], equal_nan=True)
+        return
+    want = None
+    if T <= 4096:
+        want_out = ref.loglinear_gated_delta(*rs)
+        (want_out * do).sum().backward()
+        want, want_out = [r.grad.cpu().numpy() for r in rs], want_out.detach().cpu().numpy()
+    do_np, got = do.cpu().numpy(), {}
+    for on in (True, False):
+        monkeypatch.setattr(cgd, "TRAIN_DIRECT", on)
+        launched.clear()
+        xs = [r.detach().to(td).requires_grad_(True) for r in rs]
+        out = lsattn.loglinear_gated_delta(*xs)
+        assert ("gd_forms" in launched) != on, launched
+        (out.double() * do).sum().backward()
+        got[on], outs[on] = [x.grad.double().cpu().numpy() for x in xs], out.detach().double().cpu().numpy()
+        assert all(np.isfinite(g).all() for g in got[on])
+        if want is not None:
+            print(f"T={T} TRAIN_DIRECT={on}: " + " ".join(
+                f"{k} {v:.2e}" for k, v in _rel_errors(got[on], want, want_out, do_np).items()))
+            check(got[on], want, want_out, do_np, BF16, f"T={T} TRAIN_DIRECT={on}")
+    assert np.array_equal(outs[True], outs[False]), "gd_forms' outputs are the same launch's"
+    if want is None:
+        want_out = outs[False]
+    print(f"T={T} TRAIN_DIRECT on against off: " + " ".join(
+        f"{k} {v:.2e}" for k, v in _rel_errors(got[True], got[False], want_out, do_np).items()))
+    check(got[True], got[False], want_out, do_np, BF16, f"T={T} TRAIN_DIRECT on against off")

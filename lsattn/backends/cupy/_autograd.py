@@ -241,15 +241,21 @@ def _gd_function():
         @staticmethod
         def forward(ctx, q, k, v, a, beta, lam, sc, context, check):
             xs = [_aligned(x.detach().contiguous(), sc.half) for x in (q, k, v, a, beta, lam)]
+            # gd_forms on the inputs' pointers first (``gated_delta.TRAIN_DIRECT``; None: through CuPy below)
+            pre = _gd.train_forms(sc, xs, check) if context is on_gpu else None
             with context(q) as (to_cp, back, ops):
                 xp = ops.xp
-                cps = [to_cp(x)[0] for x in xs]
-                lamw = xp.empty(cps[5].shape, dtype=xp.float32)
-                bad = None if check is None else np.uint64(check.pointer())
-                xo = _gdb.forms_x(ops, sc, cps[0].shape[0])  # (FORMS_X_SAVED: X kept for gd_forms_bwd_x1, else None)
-                qe, ek, ph, H, g, intra = _gd.forms(ops, sc.fcfg, *cps, sc.p, lamw, bad, xo=xo)
-                if check is not None:  # the prologue's finiteness check, answered by gd_forms
-                    check.launched()
+                if pre is None:
+                    cps = [to_cp(x)[0] for x in xs]
+                    lamw = xp.empty(cps[5].shape, dtype=xp.float32)
+                    bad = None if check is None else np.uint64(check.pointer())
+                    xo = _gdb.forms_x(ops, sc, cps[0].shape[0])  # (FORMS_X_SAVED: X kept for gd_forms_bwd_x1, else None)
+                    qe, ek, ph, H, g, intra = _gd.forms(ops, sc.fcfg, *cps, sc.p, lamw, bad, xo=xo)
+                    if check is not None:  # the prologue's finiteness check, answered by gd_forms
+                        check.launched()
+                else:  # (qe, ek, ph, H as the uint16 patterns forms returns)
+                    qe, ek, ph, H, g, intra, lamw, xo = [None if x is None else to_cp(x)[0] for x in pre]
+                    qe, ek, ph, H = (x.view(xp.uint16) for x in (qe, ek, ph, H))
                 tier = _gdb.scan_tier(sc, None, qe.shape[-1], intra.shape[-1])
                 if tier is None:
                     out = back(_gdb.scan(ops, sc, qe, ek, ph, H, g, lamw, intra, None, in_place=True), "")
@@ -259,8 +265,11 @@ def _gd_function():
                     out, tiers = _gdb.scan_tiers(ops, sc, tier, qe, ek, ph, H, g, lamw, intra, in_place=True, o16=o16)
                     out = back(out.view(xp.int16), "bf16") if o16 else back(out, "")
                     tiers = _tier_kept(xp, back, tiers)
-                kept = [back(x.view(xp.int16), "bf16") for x in (qe, ek, ph, H)] + [back(g, ""), back(lamw, "")]
-                xkept = [] if xo is None else [back(xo, "")]
+                if pre is None:
+                    kept = [back(x.view(xp.int16), "bf16") for x in (qe, ek, ph, H)] + [back(g, ""), back(lamw, "")]
+                    xkept = [] if xo is None else [back(xo, "")]
+                else:  # (the tensors themselves)
+                    kept, xkept = pre[:5] + [pre[6]], [] if pre[7] is None else [pre[7]]
             ctx.save_for_backward(*xs, *kept, *tiers, *xkept)
             ctx.sc, ctx.context, ctx.tier = sc, context, tier
             return out

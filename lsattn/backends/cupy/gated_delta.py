@@ -500,6 +500,79 @@ def _torch_call(q, k, v, a, beta, lam, chunk_size, check):
     return out[:, :plan.trim].contiguous().view(plan.view)  # compact: a copy without the last chunk's padding rows
 
 
+# ---- the bfloat16 training forward's gd_forms on the inputs' pointers (issue 16, session 30) ----
+
+#: the bfloat16 training step's forward (``_autograd.GatedDeltaS16``) launches gd_forms on its inputs' pointers into
+#: torch allocations, its grid, shared bytes and scalars prebuilt (``_TrainForms``), before any CuPy view or allocation:
+#: the step's latency from an idle GPU is the host's time to that launch (~0.4 ms of views, CuPy allocations and
+#: CuPy's launch at 32K, benchmarks/NOTES.md "Session 29 — lead"). False: through CuPy as before (for A/B timing; read
+#: at every call)
+TRAIN_DIRECT = True
+_TRAIN_PLANS = {}
+
+
+class _TrainForms:
+    """gd_forms of a bfloat16 training forward ``sc`` (``gated_delta_bwd.Scan``, its S16 build) on (BH, T, ..) inputs:
+    the driver launch with its scalars prebuilt and the byte layout of its outputs: qe, ek, ph, H (bfloat16), g,
+    lamw, xo (``sc.xs``) in one allocation (all of them saved for the backward) and intra in one of its own (not
+    saved: its memory goes when the scan has read it)."""
+
+    def __init__(self, sc, BH, DK, DV, L, dev):
+        import torch
+
+        cfg, C, n, T = sc.fcfg, sc.cfg.CH, sc.n, sc.T
+        bf, f32 = torch.bfloat16, torch.float32
+        self.parts = [((BH, n, C, DK), bf), ((BH, n, C, DK), bf), ((BH, n, DK, C), bf), ((BH, n, DK, DV), bf),
+                      ((BH, n), f32), ((BH, T, L), f32)] + ([((BH, n, C, C), f32)] if cfg.xs else [])
+        self.offsets, at = [], 0
+        for shape, dt in self.parts:  # each part 256-byte aligned (the kernels' 16-byte accesses)
+            self.offsets.append(at)
+            at += -(-math.prod(shape) * dt.itemsize // 256) * 256
+        self.nbytes, self.intra = at, (BH, n, C, DV)
+        self.device = torch.device("cuda", dev)
+        fn, block, smem = _launch("gated_delta", dev, cfg, "gd_forms")
+        i32, i64 = np.int32, np.int64
+        # gated_delta_forms.cu's: q .. lam, qe, ek, ph, H, g, out, lamw, bad; T, DK, DV, L, p, F, n; xo (GF_XO)
+        self.launch = raw_launch(fn, (n, BH), block, smem, 14, (i32(T), i32(DK), i32(DV), i32(L), i64(sc.p),
+                                                                 i64(sc.F), i32(n)), int(cfg.xs))
+
+
+def train_forms(sc, xs, check):
+    """gd_forms of the bfloat16 training forward ``sc`` launched on the (BH, T, ..) contiguous, 16-byte aligned
+    bfloat16 torch tensors ``xs`` (q, k, v, a, beta, lam) on torch's current stream, its finiteness answer to ``check``
+    (or None): -> [qe, ek, ph, H (bfloat16), g, intra, lamw (float32), xo (float32) or None] torch tensors, or None
+    where the launch is not taken (``TRAIN_DIRECT`` off, another device than the current one, no driver launch):
+    then the caller runs ``forms`` through CuPy."""
+    import cupy
+    import torch
+
+    q, v, lam = xs[0], xs[2], xs[5]
+    dev = q.get_device()
+    if not TRAIN_DIRECT or dev != cupy.cuda.runtime.getDevice():
+        return None
+    (BH, _, DK), DV, L = q.shape, v.shape[-1], lam.shape[-1]
+    plan = cached_plan(_TRAIN_PLANS, _TORCH_PLANS_MAX, (q.shape, DV, L, dev, sc),
+                       lambda: _TrainForms(sc, BH, DK, DV, L, dev))
+    if plan.launch is None:
+        return None
+    if not _RAW_STREAM:
+        _RAW_STREAM.append(getattr(torch._C, "_cuda_getCurrentRawStream", None))
+    raw = _RAW_STREAM[0]
+    stream = raw(dev) if raw is not None else torch.cuda.current_stream(dev).cuda_stream
+    buf = torch.empty(plan.nbytes, dtype=torch.uint8, device=plan.device)
+    intra = torch.empty(plan.intra, dtype=torch.float32, device=plan.device)
+    base = buf.data_ptr()
+    ptrs = [base + o for o in plan.offsets]
+    qe, ek, ph, H, g, lamw = ptrs[:6]
+    plan.launch(stream, *(x.data_ptr() for x in xs), qe, ek, ph, H, g, intra.data_ptr(), lamw,
+                0 if check is None else check.pointer(), *ptrs[6:])
+    if check is not None:
+        check.launched(stream)
+    outs = [buf[o:o + math.prod(shape) * dt.itemsize].view(dt).view(shape)
+            for o, (shape, dt) in zip(plan.offsets, plan.parts)]
+    return outs[:5] + [intra, outs[5], outs[6] if len(outs) > 6 else None]
+
+
 #: the prologue passes ``check=`` (a ``KernelCheck``) instead of reading the inputs' extrema itself
 forward.checks_inputs = True
 #: ... under autograd too (the training path's gd_forms answers it; a path that does not, the array-API one of

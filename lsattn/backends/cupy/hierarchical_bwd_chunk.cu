@@ -142,7 +142,7 @@ struct HibTiles {
     ta *Zs;                     // a right block's Z (DKP)
     ta *ac, *pre, *Ls, *Ds, *X; // CH: decays, their prefix sums, lden, delta, and a per-row scratch
     ta *mm, *nn, *R, *Fl;       // hib_fpairs': key shifts (DKP), value shifts (DVP), row shifts, exact-row flags (CH)
-    ta *Cr, *Dc;                // hib_dq's held slots': row shifts, delta e^-shift (CH)
+    ta *Cr, *Dc;                // hib_dq's rows' max_j -o_tj, a held slot's delta e^-(row shift) (CH)
     unsigned bytes;
 };
 

@@ -145,7 +145,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
     ta *Qs = sm.Qs, *Ks = sm.Ks, *DQ = sm.Ak, *LVs = sm.LVs, *Gs = sm.Gs, *Os = sm.Os, *XP = sm.XP, *PP = sm.PP, *DD = sm.DD;
     ta *Lam = sm.Lam, *DL = sm.DL, *GRt = sm.Ta;
     ta *ac = sm.ac, *pre = sm.pre, *Ls = sm.Ls, *Ds = sm.Ds, *Xw = sm.X;  // Ks: then the slot terms, LVs: g exp(n - o)
-    ta *Cr = sm.Cr, *Dc = sm.Dc;  // a held slot's row shifts c_t and delta e^-c_t
+    ta *Om = sm.Cr, *Dc = sm.Dc;  // the rows' max_j -o_tj; a held slot's delta_t e^-c_t
     const int tid = threadIdx.x;
     const int j = blockIdx.x;
     const i64 bh = blockIdx.y;
@@ -331,6 +331,12 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
         vm |= (i < DK && t >= t0 && t < t1) ? 1u << x : 0u;
     });
     for (int idx = tid; idx < HIB_PG * HIB_PLD; idx += NT) Part[idx] = (ta)0;  // (groups no thread writes)
+    {  // each row's max_j -o_tj (the held slots' row shifts c_t: from it and the slot's max_j n_j)
+        ta x = neg_big();
+        for (int jj = rl; jj < DV; jj += HIB_TPR) x = fmx(x, -Os[tr * HIB_VLD + jj]);
+        x = hib_rred<true>(x);
+        if (rl == 0) Om[tr] = x;
+    }
     // (each held slot and its id found once: next_slot's scan and hi_slot's 64-bit arithmetic were ~5% of the
     // kernel's instructions when evaluated three times per slot, ncu)
     int h = 0, s = next_slot(0), id = s < NSL ? slot_id(s) : -1;
@@ -353,25 +359,24 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
         const ta* const N_ = SB + u * HIB_SBUF + DKP * HIB_SLD + 2 * DKP;
         if (sp >= 0) slot_dlam();
         // g_tj exp(n_j - o_tj - c_t), capped at 64, not HIB_CAP: (G S^T) sums d_v of these times S_ij <= the slot's
-        // tokens, past float32 at e^80. The row's shift c_t = min(max(0, max_j (n_j - o_tj) - 64), HIB_CSH) moves into
-        // its row factor (Xw + c_t, <= e^HIB_CSH) and delta (Dc = delta e^-c_t): terms of n_j - o_tj up to 64 + HIB_CSH
-        // (float32's range; s30: an output -79 behind a -inf value, its terms at e^79 were cut to e^64, dq off 0.41)
+        // tokens, past float32 at e^80. The row's shift c_t = min(max(0, max_j n_j + max_j -o_tj - 64), HIB_CSH) (>= the
+        // excess of any of its columns) moves into its row factor (Xw + c_t, <= e^HIB_CSH) and delta (Dc = delta e^-c_t):
+        // terms of n_j - o_tj up to 64 + HIB_CSH (float32's range; s30: an output -79 behind a -inf value, its terms at
+        // e^79 were cut to e^64, dq off 0.41). The slot's max_j n_j by every warp alike (no barrier)
         const ta cap = sizeof(ta) == 4 ? (ta)64 : (ta)640;
-        {
-            ta x = neg_big();
-            for (int jj = rl; jj < DV; jj += HIB_TPR)
-                x = fmx(x, (HIB_SNB == 2 ? N_[jj] : hib_ld(nb, id * DV + jj, true, (ta)0)) - Os[tr * HIB_VLD + jj]);
-            x = hib_rred<true>(x);
-            if (rl == 0) {
-                const ta c_ = rin ? fmn(fmx(x - cap, (ta)0), HIB_CSH) : (ta)0;
-                Cr[tr] = c_;
-                Dc[tr] = Ds[tr] * ex(-c_);
-                Xw[tr] = rin ? Lam[tr * HI_LMAX + slot_level(s, tr)] + pre[tr] - Ls[tr] + c_ : lo_v();
-            }
+        ta nms = neg_big();
+        for (int jj = tid % 32; jj < DV; jj += 32) nms = fmx(nms, hib_ld(nb, id * DV + jj, true, (ta)0));
+#pragma unroll
+        for (int o = 16; o; o >>= 1) nms = fmx(nms, __shfl_xor_sync(0xffffffffu, nms, o));
+        auto crow = [&](int t) { return fmn(fmx(nms + Om[t] - cap, (ta)0), HIB_CSH); };
+        for (int t = tid; t < CH; t += NT) {
+            const bool in = t >= t0 && t < t1;
+            const ta c_ = in ? crow(t) : (ta)0;
+            Dc[t] = Ds[t] * ex(-c_);
+            Xw[t] = in ? Lam[t * HI_LMAX + slot_level(s, t)] + pre[t] - Ls[t] + c_ : lo_v();
         }
-        __syncthreads();
         auto gp = [&](int t, int jj, ta n_) {
-            const ta x = n_ - Os[t * HIB_VLD + jj] - Cr[t];
+            const ta x = n_ - Os[t * HIB_VLD + jj] - crow(t);
             return jj < DV ? Gs[t * HIB_VLD + jj] * hib_fex(x < cap ? x : cap) : (ta)0;
         };
 #if HIB_TC
