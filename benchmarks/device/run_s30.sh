@@ -4,6 +4,11 @@
 #       shifts, hib_dq's held-slot row shifts): its GPU tests (test_cupy_hierarchical{,_grad}.py -m gpu), memcheck /
 #       initcheck / racecheck of hier_bwd_small.py, then bench_gpu_hierarchical.py train at 8K / 32K on this tree and on
 #       OLD (a tree of the commit before, unpacked beside it: the A/B of the kernels' time)
+#   OUT=... bash benchmarks/device/run_s30.sh b [OLD]   the hierarchical GPU tests again (hib_blocks' second form, hib_dq's
+#       shifts without a per-slot reduction) beside the Gated DeltaNet training tests (TRAIN_DIRECT on by default; its
+#       on / off test), sanitizers (hier_bwd_small.py; gd_train16_small_s29b.py's memcheck / initcheck), the hierarchical
+#       A/B against OLD, ab_s30.py public (TRAIN_DIRECT off / on) and host_train_s29.py
+#   OUT=... bash benchmarks/device/run_s30.sh tables     gd_tables (the Gated DeltaNet tables)
 set -u
 ( NAME=s30_$1; . benchmarks/device/setup.sh
   export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
@@ -30,5 +35,40 @@ set -u
       ( cd "$D" && PYTHONPATH=/tmp/site:$D timeout 150 python3 benchmarks/bench_gpu_hierarchical.py train --T 8192,32768 --api-max 0 --out "$OUT/train_$tree" ) > "$OUT/log_train_$tree.txt" 2>&1; echo "rc=$?"
       grep -E "^T=|ours|hib_|slots" "$OUT/log_train_$tree.txt" | cut -c1-200 | head -40
     done
+  elif [ "$1" = b ]; then  # the GPU tests of both changes beside each other, sanitizers, then the A/Bs and host spans
+    . benchmarks/device/gd_gpu_tests.sh
+    echo "=== tests $(date -u +%T)"
+    timeout 280 $PT tests/test_cupy_hierarchical_grad.py tests/test_cupy_hierarchical.py > "$OUT/log_t_hier.txt" 2>&1 &
+    timeout 280 $PT -s tests/test_cupy_gated_delta_tier_grad.py > "$OUT/log_t_tiergrad.txt" 2>&1 &
+    timeout 280 $PT tests/test_cupy_gated_delta_grad.py > "$OUT/log_t_gdgrad.txt" 2>&1 &
+    timeout 280 $PT tests/test_nonfinite.py tests/test_gpu_dispatch.py -k "gated or side_stream or dispatch" \
+        > "$OUT/log_t_nonfinite_dispatch.txt" 2>&1 &
+    for tool in memcheck initcheck racecheck; do
+      A=; [ $tool = racecheck ] && A=race
+      ( PYTORCH_CUDA_ALLOC_CONF= timeout 280 compute-sanitizer --tool $tool --print-limit 10 python3 benchmarks/device/hier_bwd_small.py $A > "$OUT/log_${tool}_hier.txt" 2>&1; echo "rc=$?" >> "$OUT/log_${tool}_hier.txt" ) &
+    done
+    for tool in memcheck initcheck; do
+      ( PYTORCH_CUDA_ALLOC_CONF= timeout 280 compute-sanitizer --tool $tool --print-limit 10 python3 benchmarks/device/gd_train16_small_s29b.py > "$OUT/log_${tool}_gd.txt" 2>&1; echo "rc=$?" >> "$OUT/log_${tool}_gd.txt" ) &
+    done
+    wait
+    gd_gpu_summary
+    grep -hE "TRAIN_DIRECT" "$OUT"/log_t_tiergrad.txt | cut -c1-200 | head -12
+    for f in "$OUT"/log_*check_*.txt; do echo "-- $(basename $f): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $f | tail -1), $(grep -c 'sanitize ok' $f) ok, $(tail -n 1 $f)"; grep -iE "error|hazard|uninit" $f | grep -vE "ERROR SUMMARY|RACECHECK SUMMARY" | head -3 | cut -c1-160; done
+    for tree in new old; do
+      D=$PWD; [ $tree = old ] && D=${2:-}
+      [ -n "$D" ] || continue
+      echo "=== hier train $tree $(date -u +%T)"
+      ( cd "$D" && PYTHONPATH=/tmp/site:$D timeout 150 python3 benchmarks/bench_gpu_hierarchical.py train --T 8192,32768 --api-max 0 --out "$OUT/train_$tree" ) > "$OUT/log_train_$tree.txt" 2>&1; echo "rc=$?"
+      grep -E "^T=|ours|hib_|slots" "$OUT/log_train_$tree.txt" | cut -c1-200 | head -40
+    done
+    echo "=== ab_s30 public $(date -u +%T)"
+    timeout 200 python3 benchmarks/device/ab_s30.py public 8192,16384,32768 5 > "$OUT/log_ab_s30.txt" 2>&1; echo "rc=$?"
+    grep -E "^T=.*median|^\|" "$OUT/log_ab_s30.txt" | cut -c1-260
+    echo "=== host $(date -u +%T)"
+    timeout 60 python3 benchmarks/device/host_train_s29.py 32768,16384,8192 > "$OUT/log_host_train.txt" 2>&1; echo "rc=$?"
+    grep -E "^====|returned" "$OUT/log_host_train.txt" | cut -c1-200
+  elif [ "$1" = tables ]; then
+    . benchmarks/device/gd_gpu_tests.sh
+    gd_tables
   fi )
 echo "=== done $(date -u +%T)"
