@@ -652,6 +652,10 @@ def test_gpu_training_forms_x_saved(monkeypatch, dtype, T, s16, resets):
     launched, real = [], _compile.CupyOps._tk
     monkeypatch.setattr(_compile.CupyOps, "_tk",
                         lambda self, op, cfg, name: launched.append((name, cfg.xs)) or real(self, op, cfg, name))
+    # (the bfloat16 S16 forward's gd_forms by the driver, TRAIN_DIRECT: its build looked up once per plan, made here)
+    monkeypatch.setattr(cgd, "_TRAIN_PLANS", {})
+    rl = cgd._launch
+    monkeypatch.setattr(cgd, "_launch", lambda op, dev, cfg, name: launched.append((name, cfg.xs)) or rl(op, dev, cfg, name))
     xins, rb = [], _compile.CupyOps.gd_forms_bwd
     monkeypatch.setattr(_compile.CupyOps, "gd_forms_bwd", lambda self, *a, xin=None, **k: xins.append(
         None if xin is None else (xin.shape, str(xin.dtype))) or rb(self, *a, xin=xin, **k))

@@ -362,10 +362,12 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
         // tokens, past float32 at e^80. The row's shift c_t = min(max(0, max_j n_j + max_j -o_tj - 64), HIB_CSH) (>= the
         // excess of any of its columns) moves into its row factor (Xw + c_t, <= e^HIB_CSH) and delta (Dc = delta e^-c_t):
         // terms of n_j - o_tj up to 64 + HIB_CSH (float32's range; s30: an output -79 behind a -inf value, its terms at
-        // e^79 were cut to e^64, dq off 0.41). The slot's max_j n_j by every warp alike (no barrier)
+        // e^79 were cut to e^64, dq off 0.41). The slot's max_j n_j by every warp alike (no barrier; from the slot's
+        // buffer where it has two, else from global)
         const ta cap = sizeof(ta) == 4 ? (ta)64 : (ta)640;
         ta nms = neg_big();
-        for (int jj = tid % 32; jj < DV; jj += 32) nms = fmx(nms, hib_ld(nb, id * DV + jj, true, (ta)0));
+        for (int jj = tid % 32; jj < DV; jj += 32)
+            nms = fmx(nms, HIB_SNB == 2 ? N_[jj] : hib_ld(nb, id * DV + jj, true, (ta)0));
 #pragma unroll
         for (int o = 16; o; o >>= 1) nms = fmx(nms, __shfl_xor_sync(0xffffffffu, nms, o));
         auto crow = [&](int t) { return fmn(fmx(nms + Om[t] - cap, (ta)0), HIB_CSH); };
