@@ -10,6 +10,7 @@
 #       A/B against OLD, ab_s30.py public (TRAIN_DIRECT off / on) and host_train_s29.py
 #   OUT=... bash benchmarks/device/run_s30.sh c [OLD]   hib_dq's n from the slot's buffer: the hierarchical grad GPU tests,
 #       memcheck, the mended forms_x_saved test and train_direct's, the hierarchical A/B against OLD
+#   OUT=... bash benchmarks/device/run_s30.sh d [OLD]   c without the Gated DeltaNet tests, with racecheck (hib_blocks' third form)
 #   OUT=... bash benchmarks/device/run_s30.sh tables     gd_tables (the Gated DeltaNet tables)
 set -u
 ( NAME=s30_$1; . benchmarks/device/setup.sh
@@ -69,17 +70,18 @@ set -u
     echo "=== host $(date -u +%T)"
     timeout 60 python3 benchmarks/device/host_train_s29.py 32768,16384,8192 > "$OUT/log_host_train.txt" 2>&1; echo "rc=$?"
     grep -E "^====|returned" "$OUT/log_host_train.txt" | cut -c1-200
-  elif [ "$1" = c ]; then  # hib_dq's n from the slot's buffer, the mended forms_x_saved test: their tests, the A/B
+  elif [ "$1" = c ] || [ "$1" = d ]; then  # hib_dq's n from the slot's buffer (d: hib_blocks' third form, racecheck too), the mended forms_x_saved test: their tests, the A/B
     echo "=== tests $(date -u +%T)"
     timeout 280 $PT tests/test_cupy_hierarchical_grad.py > "$OUT/log_t_hier.txt" 2>&1 &
-    timeout 280 $PT -s tests/test_cupy_gated_delta_tier_grad.py -k "forms_x_saved or train_direct" > "$OUT/log_t_tiergrad.txt" 2>&1 &
+    [ "$1" = c ] && timeout 280 $PT -s tests/test_cupy_gated_delta_tier_grad.py -k "forms_x_saved or train_direct" > "$OUT/log_t_tiergrad.txt" 2>&1 &
     ( PYTORCH_CUDA_ALLOC_CONF= timeout 280 compute-sanitizer --tool memcheck --print-limit 10 python3 benchmarks/device/hier_bwd_small.py > "$OUT/log_memcheck_hier.txt" 2>&1; echo "rc=$?" >> "$OUT/log_memcheck_hier.txt" ) &
+    [ "$1" = d ] && ( PYTORCH_CUDA_ALLOC_CONF= timeout 280 compute-sanitizer --tool racecheck --print-limit 10 python3 benchmarks/device/hier_bwd_small.py race > "$OUT/log_racecheck_hier.txt" 2>&1; echo "rc=$?" >> "$OUT/log_racecheck_hier.txt" ) &
     wait
     for f in "$OUT"/log_t_*.txt; do
       echo "-- $(basename $f): $(grep -c ' PASSED' $f) passed, $(grep -c ' FAILED' $f) failed"
       grep -E "^FAILED" $f | head -5 | cut -c1-200; tail -n 1 $f | cut -c1-160
     done
-    f="$OUT/log_memcheck_hier.txt"; echo "-- $(basename $f): $(grep -E 'ERROR SUMMARY' $f | tail -1), $(grep -c 'sanitize ok' $f) ok, $(tail -n 1 $f)"
+    for f in "$OUT"/log_*check_hier.txt; do echo "-- $(basename $f): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $f | tail -1), $(grep -c 'sanitize ok' $f) ok, $(tail -n 1 $f)"; done
     for tree in new old; do
       D=$PWD; [ $tree = old ] && D=${2:-}
       [ -n "$D" ] || continue
