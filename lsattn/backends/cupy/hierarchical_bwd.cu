@@ -529,17 +529,14 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
         }
 #endif
         __syncthreads();
-        {  // by hib_rred's lanes per row: r_t, then the row's factors E'_ti = exp(x_ti - M_i - r_t) (each lane its own
-           // columns: read, then written); the least rise of M (dm: every earlier row's r_t fell by at least that) by warp
-           // minima (shuffles every thread calls)
+        {  // r_t by hib_rred's lanes per row; the least rise of M (dm: every earlier row's r_t fell by at least that) by
+           // warp minima (both by shuffles every thread calls)
             const int t = tid / HIB_TPR;
             ta r = neg_big();
             for (int i = tid % HIB_TPR; i < DK; i += HIB_TPR) r = fmx(r, E[t * HIB_TKL + i] + Xf[t] - Ms[i]);
             r = hib_rred<true>(r);
-            const ta rr = t < t1 ? fmx(r, -HIB_RLO) : (ta)0;
-            for (int i = tid % HIB_TPR; i < DKP; i += HIB_TPR)
-                E[t * HIB_TKL + i] = (t < t1 && i < DK) ? hib_fex(E[t * HIB_TKL + i] + Xf[t] - Ms[i] - rr) : (ta)0;
             if (tid % HIB_TPR == 0) {
+                const ta rr = t < t1 ? fmx(r, -HIB_RLO) : (ta)0;
                 Rr[t] = rr;
                 Dr[t] *= ex(rr);
             }
@@ -549,27 +546,28 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
             if (tid % 32 == 0) Dm[tid / 32] = d;
         }
         __syncthreads();
-        ta dm = HIB_RLO;  // (every thread its own copy)
-        for (int w = 0; w < (DKP + 31) / 32; ++w) dm = fmn(dm, Dm[w]);
-        {  // W_j = max(W_j - dm, max_t (r_t - o_tj)) by WL lanes per column (rows in WL parts, met by shuffles)
-            constexpr int WL = 4 * DVP <= NT ? 4 : (2 * DVP <= NT ? 2 : 1);
+        {  // W_j = max(W_j - dm, max_t (r_t - o_tj)) by HIB_WL lanes per column; U's factors Sq_i Sv_j = e^(-Dl_i + W_old - W_new)
+            ta dm = HIB_RLO;
+            for (int w = 0; w < (DKP + 31) / 32; ++w) dm = fmn(dm, Dm[w]);
+            constexpr int WL = 2 * DVP + DKP <= NT ? 2 : 1;
             const int jj = tid / WL, h2 = tid % WL, tb = h2 * (CH / WL), te = min(tb + CH / WL, t1);
             ta m = lo_v();
             if (jj < DVP) {
                 m = h2 ? lo_v() : Ws[jj] - dm;
                 for (int t = tb; t < te; ++t) m = fmx(m, Gp[t * HIB_TVL + jj] + Rr[t]);
             }
-#pragma unroll
-            for (int s2 = 1; s2 < WL; s2 <<= 1) m = fmx(m, __shfl_xor_sync(0xffffffffu, m, s2));
+            if (WL == 2) m = fmx(m, __shfl_xor_sync(0xffffffffu, m, 1));
             if (jj < DVP && !h2) {
                 Sv[jj] = ex(Ws[jj] - dm - m);
                 Ws[jj] = m;
             }
+            const int i = tid - WL * DVP;
+            if (i >= 0 && i < DKP) Sq[i] = i < DK ? ex(dm - Dl[i]) : (ta)0;
         }
         __syncthreads();
-        // G'_tj = g_tj exp(r_t - o_tj - W_j) (HIB_TC: with E' as bf16 pairs along t); U's row factors Sq_i (with Sv_j:
-        // e^(-Dl_i + W_old - W_new) <= 1)
-        for (int i = tid; i < DKP; i += NT) Sq[i] = i < DK ? ex(dm - Dl[i]) : (ta)0;
+        auto ex_ = [&](int t, int i) {
+            return (t < t1 && i < DK) ? hib_fex(E[t * HIB_TKL + i] + Xf[t] - Ms[i] - Rr[t]) : (ta)0;
+        };
         auto gx_ = [&](int t, int jj) {
             const ta o = Gp[t * HIB_TVL + jj];  // (lo_v(): a masked output, whose g counts as 0)
             return (t < t1 && jj < DV && o != lo_v()) ? Gr[t * HIB_TVL + jj] * hib_fex(o + Rr[t] - Ws[jj]) : (ta)0;
@@ -577,20 +575,26 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
 #if HIB_TC
         for (int idx = tid; idx < (CH / 2) * DKP; idx += NT) {  // rows t, t + 1 of column i
             const int t = 2 * (idx / DKP), i = idx % DKP;
-            E2[(t / 2) * (DKP + 8) + i] = pack2(E[t * HIB_TKL + i], E[(t + 1) * HIB_TKL + i]);
+            const ta e0 = ex_(t, i), e1 = ex_(t + 1, i);
+            E[t * HIB_TKL + i] = e0, E[(t + 1) * HIB_TKL + i] = e1;
+            E2[(t / 2) * (DKP + 8) + i] = pack2(e0, e1);
         }
         for (int idx = tid; idx < (CH / 2) * DVP; idx += NT) {
             const int t = 2 * (idx / DVP), jj = idx % DVP;
             G2[(t / 2) * (DVP + 8) + jj] = pack2(gx_(t, jj), gx_(t + 1, jj));
         }
 #else
+        for (int idx = tid; idx < CH * DKP; idx += NT) {
+            const int t = idx / DKP, i = idx % DKP;
+            E[t * HIB_TKL + i] = ex_(t, i);
+        }
         for (int idx = tid; idx < CH * DVP; idx += NT) {
             const int t = idx / DVP, jj = idx % DVP;
             Gp[t * HIB_TVL + jj] = gx_(t, jj);
         }
 #endif
-        __syncthreads();
         acc.each([&](int i, int jj, ta& x) { x *= Sq[i] * Sv[jj]; });
+        __syncthreads();
 #if HIB_TC
         acc.add(E2, DKP + 8, G2, DVP + 8);
 #else
