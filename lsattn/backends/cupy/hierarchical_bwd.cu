@@ -394,7 +394,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
     ta* Dl = b; b += DKP;           // the rise of M_i in this chunk (HIB_RLO past DK)
     ta* Sq = b; b += DKP;           // U's row factors exp(dm - Dl_i) <= 1 (Z's are Sk)
     ta* Dm = b; b += NT / 32;       // the warps' least rises
-    // (HIB_TC) the product's operands exp(x_ti - M_i) and g_tj exp(-o_tj - W_j) as bf16 pairs along t (rows of DKP + 8,
+    // (HIB_TC) the product's operands exp(x_ti - M_i - r_t) and g_tj exp(r_t - o_tj - W_j) as bf16 pairs along t (rows of DKP + 8,
     // DVP + 8 pairs): formed once, not packed at each of the warp's tile reads; E stays in float32 for Z
     unsigned* E2 = reinterpret_cast<unsigned*>(b); b += HIB_TC ? (CH / 2) * (DKP + 8) : 0;
     unsigned* G2 = reinterpret_cast<unsigned*>(b); b += HIB_TC ? (CH / 2) * (DVP + 8) : 0;
@@ -546,7 +546,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
             if (tid % 32 == 0) Dm[tid / 32] = d;
         }
         __syncthreads();
-        {  // W_j = max(W_j - dm, max_t (r_t - o_tj)) by HIB_WL lanes per column; U's factors Sq_i Sv_j = e^(-Dl_i + W_old - W_new)
+        {  // W_j = max(W_j - dm, max_t (r_t - o_tj)) by WL lanes per column; U's factors Sq_i Sv_j = e^(-Dl_i + W_old - W_new)
             ta dm = HIB_RLO;
             for (int w = 0; w < (DKP + 31) / 32; ++w) dm = fmn(dm, Dm[w]);
             constexpr int WL = 2 * DVP + DKP <= NT ? 2 : 1;
