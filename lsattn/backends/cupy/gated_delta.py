@@ -357,11 +357,7 @@ class _Plan:
             sizes += [(BH * math.prod(shape), np.dtype(d).itemsize) for shape, d in zip(self.tier.shapes(DK, DV), kinds)]
         sizes += [(BH * n * C * DV, 2 if cfg.o16 else es)] if self.o16 else []
         self.cfg, self.dims = cfg, (T, DK, DV, L, n, BH)
-        self.offsets, at = [], 0
-        for size, item in sizes:  # each part 256-byte aligned (gd_scan's 16-byte asynchronous copies)
-            self.offsets.append(at)
-            at += -(-size * item // 256) * 256
-        self.nbytes = at
+        self.offsets, self.nbytes = _offsets([size * item for size, item in sizes])
         self.out_shape, self.view = (BH, n * C, DV), batch + (T, DV)
         self.out_dtype = q.dtype if self.o16 else self.dtype
         self.trim = T if T % C else None  # the chunk layout's padding rows (p = 0: at the end only)
@@ -429,6 +425,24 @@ _TORCH_PLANS_MAX = 64
 _RAW_STREAM = []  # torch's current raw stream getter, looked up once
 
 
+def _torch_stream(torch, dev):
+    """torch's current stream on device ``dev`` as a raw handle (its getter looked up once)."""
+    if not _RAW_STREAM:
+        _RAW_STREAM.append(getattr(torch._C, "_cuda_getCurrentRawStream", None))
+    raw = _RAW_STREAM[0]
+    return raw(dev) if raw is not None else torch.cuda.current_stream(dev).cuda_stream
+
+
+def _offsets(nbytes):
+    """Byte offsets of parts of ``nbytes`` each in one allocation, each 256-byte aligned (the kernels' 16-byte
+    accesses, gd_scan's asynchronous copies) -> (offsets, total bytes)."""
+    offsets, at = [], 0
+    for size in nbytes:
+        offsets.append(at)
+        at += -(-size // 256) * 256
+    return offsets, at
+
+
 def _torch_call(q, k, v, a, beta, lam, chunk_size, check):
     """``forward`` of CUDA torch tensors without state or returned state: the kernels launched on the
     tensors' pointers on torch's current stream (no CuPy views, no DLPack), gd_forms' outputs in one torch
@@ -453,10 +467,7 @@ def _torch_call(q, k, v, a, beta, lam, chunk_size, check):
     ptrs = (q.data_ptr(), k.data_ptr(), v.data_ptr(), a.data_ptr(), beta.data_ptr(), lam.data_ptr())
     if plan.half == "bf16" and (ptrs[0] | ptrs[1] | ptrs[2] | ptrs[3] | ptrs[4] | ptrs[5]) % 16:  # (one misaligned: a low bit set)
         return None
-    if not _RAW_STREAM:
-        _RAW_STREAM.append(getattr(torch._C, "_cuda_getCurrentRawStream", None))
-    raw = _RAW_STREAM[0]
-    stream = raw(dev) if raw is not None else torch.cuda.current_stream(dev).cuda_stream
+    stream = _torch_stream(torch, dev)
     scratch = torch.empty(plan.nbytes, dtype=torch.uint8, device=plan.device)
     base = scratch.data_ptr()
     qe, ek, ph, H, g, *rest = [base + o for o in plan.offsets]
@@ -524,11 +535,8 @@ class _TrainForms:
         bf, f32 = torch.bfloat16, torch.float32
         self.parts = [((BH, n, C, DK), bf), ((BH, n, C, DK), bf), ((BH, n, DK, C), bf), ((BH, n, DK, DV), bf),
                       ((BH, n), f32), ((BH, T, L), f32)] + ([((BH, n, C, C), f32)] if cfg.xs else [])
-        self.offsets, at = [], 0
-        for shape, dt in self.parts:  # each part 256-byte aligned (the kernels' 16-byte accesses)
-            self.offsets.append(at)
-            at += -(-math.prod(shape) * dt.itemsize // 256) * 256
-        self.nbytes, self.intra = at, (BH, n, C, DV)
+        self.offsets, self.nbytes = _offsets([math.prod(shape) * dt.itemsize for shape, dt in self.parts])
+        self.intra = (BH, n, C, DV)
         self.device = torch.device("cuda", dev)
         fn, block, smem = _launch("gated_delta", dev, cfg, "gd_forms")
         i32, i64 = np.int32, np.int64
@@ -555,10 +563,7 @@ def train_forms(sc, xs, check):
                        lambda: _TrainForms(sc, BH, DK, DV, L, dev))
     if plan.launch is None:
         return None
-    if not _RAW_STREAM:
-        _RAW_STREAM.append(getattr(torch._C, "_cuda_getCurrentRawStream", None))
-    raw = _RAW_STREAM[0]
-    stream = raw(dev) if raw is not None else torch.cuda.current_stream(dev).cuda_stream
+    stream = _torch_stream(torch, dev)
     buf = torch.empty(plan.nbytes, dtype=torch.uint8, device=plan.device)
     intra = torch.empty(plan.intra, dtype=torch.float32, device=plan.device)
     base = buf.data_ptr()
