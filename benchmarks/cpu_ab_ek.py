@@ -9,9 +9,11 @@ the first copy's, then min / p10 / median ms.
     python benchmarks/cpu_ab_ek.py ab log 8 4096 20 /tmp/main_chunked.py lsattn/backends/_numba_chunked.py
     python benchmarks/cpu_ab_ek.py ab exp64 8 4096 10 /tmp/main_chunked.py lsattn/backends/_numba_chunked.py
     python benchmarks/cpu_ab_ek.py summary 8 1 65536 /tmp/main_chunked.py lsattn/backends/_numba_chunked.py
+    python benchmarks/cpu_ab_ek.py keep 8 1 65536 float32 lsattn/backends/_numba_chunked.py
 
 ``ab``'s op: exp or log (float32 inputs), exp64 or log64 (float64). ``summary``: one sequence's chunks run in full and summarised only (``_ek_chunks``' two modes), both ops:
-the ratio is ``SUMMARY_COST`` (the head start of a sequence split over threads). A path may carry
+the ratio is ``SUMMARY_COST`` (the head start of a sequence split over threads). ``keep``: one sequence's chunks in full
+with and without a summary's kept column maxima, float32 or float64: ``KEEP_SAVED``. A path may carry
 ``:C`` (a chunk size other than ``chunk_for``'s).
 """
 from __future__ import annotations
@@ -120,9 +122,52 @@ def summary(rounds, T, specs):
                   f"(min of {rounds}), ratio {s / f:.3f}")
 
 
+def keep(rounds, T, specs, dtype):
+    """One sequence's chunks run in full with and without the column maxima a summary kept (``_ek_chunks``' KX):
+    ``1 - kept / not kept`` is ``KEEP_SAVED`` (what a part that runs summarised chunks saves), both ops, float32 or
+    float64 inputs."""
+    rng = np.random.default_rng(0)
+    dt = np.dtype(dtype)
+    q, k, v = (rng.standard_normal((T, D)).astype(dt) for _ in range(3))
+    lo = -float(np.finfo(dt).max) / 8
+
+    def state(log_values):
+        mm, n, Ss = np.full(D, lo), np.zeros(D + 1), np.zeros((D, D + 1))
+        n[:D] = lo if log_values else 0.0
+        return mm, n, Ss
+
+    def call(m, C, log_values, KX, kept):
+        out = np.empty((T, D), dt)
+        t = time.process_time()
+        m._ek_chunks(q, k, v, 0, -(-T // C), True, *state(log_values), np.zeros(D, dt), log_values, lo, C, out, KX, kept)
+        return time.process_time() - t
+
+    mods = [load(s) for s in specs]
+    KXs = {}
+    for spec, m, C in mods:
+        for lv in (True, False):  # the summary's maxima, as a summarising part keeps them
+            KX = KXs[(spec, lv)] = np.zeros((-(-T // C), 2 * D), dt)
+            m._ek_chunks(q, k, v, 0, -(-T // C), False, *state(lv), np.zeros(D, dt), lv, lo, C, np.empty((T, D), dt),
+                         KX, True)
+    keys = [(spec, m, C, lv, kept) for spec, m, C in mods for lv in (True, False) for kept in (True, False)]
+    ts = {(spec, lv, kept): [] for spec, _, _, lv, kept in keys}
+    for spec, m, C, lv, kept in keys:
+        call(m, C, lv, KXs[(spec, lv)], kept)
+    for r in range(rounds):
+        for spec, m, C, lv, kept in (keys if r % 2 == 0 else keys[::-1]):
+            ts[(spec, lv, kept)].append(call(m, C, lv, KXs[(spec, lv)], kept))
+    for spec, _, _ in mods:
+        for lv in (True, False):
+            a, b = min(ts[(spec, lv, True)]), min(ts[(spec, lv, False)])
+            print(f"{spec} {'log' if lv else 'exp'} {dtype} B=1 T={T}: full with kept maxima {a * 1e3:.2f} ms, without "
+                  f"{b * 1e3:.2f} ms (min of {rounds}), saved {1 - a / b:.3f}")
+
+
 if __name__ == "__main__":
     a = sys.argv[1:]
     if a[0] == "ab":
         ab(a[1], int(a[2]), int(a[3]), int(a[4]), a[5:])
+    elif a[0] == "keep":
+        keep(int(a[1]), int(a[3]), a[5:], a[4])
     else:
         summary(int(a[1]), int(a[3]), a[4:])
