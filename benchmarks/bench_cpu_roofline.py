@@ -308,7 +308,7 @@ def split_tasks(args):
         out = np.empty((T, d), f32)
         if op in ("exp_kernel_attention", "log_attention"):
             lv, Cc = op == "log_attention", KC.chunk_for(d, d)
-            bd = KC._part_bounds(-(-T // Cc), 2, KC.SUMMARY_COST[int(lv)], KC.KEEP_SAVED[int(lv)])
+            bd = KC._part_bounds(-(-T // Cc), 2, KC.SUMMARY_COST[int(lv)], KC._keep_saved(q.itemsize, lv))
             st = (np.full(d, lo, f32), np.full(d, lo, f32), e(d, d), e(d))
             H = np.empty((2, d)), np.empty((2, d + 1)), np.empty((2, d, d + 1))
             fin, KX = (e(d), e(d), e(d, d), e(d)), e(-(-T // Cc), 2 * d)  # KX: the kept column maxima

@@ -239,7 +239,7 @@ def _parts_own_maxima(KC, q, k, vals, m0, n0, S0, z0, log_values, lo, C, P):
     """ek_chunked's two passes over one stream in P parts (its bounds and merges), every chunk computing its
     own column maxima (``_ek_chunks`` with ``kept`` False: the path before the kept maxima): out, m, S, z."""
     T, dk, dv = q.shape[0], q.shape[1], vals.shape[1]
-    bd = KC._part_bounds(-(-T // C), P, KC.SUMMARY_COST[int(log_values)], KC.KEEP_SAVED[int(log_values)])
+    bd = KC._part_bounds(-(-T // C), P, KC.SUMMARY_COST[int(log_values)], KC._keep_saved(q.itemsize, log_values))
     out, KX = np.empty((T, dv), q.dtype), np.empty((0, dk + dv), q.dtype)
     H = [(np.empty(dk), np.empty(dv + 1), np.empty((dk, dv + 1))) for _ in range(P)]
     for j, (m, n, Ss) in enumerate(H):  # pass 1: part 0's first chunks, the others' summaries

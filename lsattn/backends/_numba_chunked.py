@@ -101,8 +101,16 @@ SUMMARY_COST = (0.41, 0.41)
 
 #: what a full chunk saves by reading the column maxima kept by the part that summarised it (the
 #: passes of :func:`_col_max` over its k and log v tiles), relative to its whole work, (exp-kernel,
-#: log values): 0.040-0.044 / 0.075-0.088 measured as SUMMARY_COST (s23c20)
-KEEP_SAVED = (0.04, 0.08)
+#: log values) for float32 and float64 inputs (:func:`_keep_saved`): 0.040-0.044 / 0.075-0.088 in both on session 23's
+#: host (s23c20); since float32's maxima run as vectors (COLMAX_VEC32) -0.008 / -0.001 float32, 0.059 / 0.108 float64
+#: (one core of session 30's Zen 5 host, ``cpu_ab_ek.py keep 15 1 65536``: nothing saved in float32)
+KEEP_SAVED = ((0.0, 0.0), (0.06, 0.11))
+
+
+@numba.njit
+def _keep_saved(itemsize, log_values):
+    """KEEP_SAVED of inputs of ``itemsize`` bytes (4: float32, 8: float64), exp-kernel or log values."""
+    return KEEP_SAVED[1 if itemsize == 8 else 0][1 if log_values else 0]
 
 
 @numba.njit
@@ -145,7 +153,7 @@ def ek_chunked(q, k, vals, rows, seg, m0, n0, S0, z0, log_values, lo, C, parts, 
     dk, dv = q.shape[2], vals.shape[2]
     nch = (seg[N] - seg[0] + C - 1) // C  # one stream when P > 1
     lv = 1 if log_values else 0
-    bd = _part_bounds(nch, P, SUMMARY_COST[lv], KEEP_SAVED[lv])
+    bd = _part_bounds(nch, P, SUMMARY_COST[lv], _keep_saved(q.itemsize, log_values))
     # after the first pass: part 0's state after its first chunks, part j's summary of its piece
     Hm = np.empty((B * P if P > 1 else 0, dk))
     Hn = np.empty((Hm.shape[0], dv + 1))
