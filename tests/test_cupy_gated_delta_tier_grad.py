@@ -703,7 +703,6 @@ def test_gpu_training_train_out16(monkeypatch, T, grouped, tmin):
 
     _cuda(torch)
     from lsattn.backends.cupy import _compile
-    from test_cupy_gated_delta_grad import _rel_errors
 
     if tmin is not None:
         monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", tmin)
@@ -712,33 +711,48 @@ def test_gpu_training_train_out16(monkeypatch, T, grouped, tmin):
     monkeypatch.setattr(_compile.CupyOps, "_tk",
                         lambda self, op, cfg, name: launched.append((name, cfg.do16)) or real(self, op, cfg, name))
     td, do, rs = _gpu_step_inputs(7, T, "moderate", T < 2000, "bfloat16", 3)
-    want = None
+
+    def each(on, out):
+        assert out.dtype == torch.bfloat16
+        do16 = {k: d for k, d in launched if k in ("gd_tier3_bwd_x1", "gd_tier1_bwd_x1", "gd_forms_bwd_x1")}
+        assert do16 == {k: on for k in ("gd_tier3_bwd_x1", "gd_tier1_bwd_x1", "gd_forms_bwd_x1")}, launched
+
+    outs = _step_on_off(monkeypatch, gdb, "TRAIN_OUT16", td, do, rs, launched, each)
+    assert np.array_equal(outs[True], outs[False]), "gd_tier3's bfloat16 output: the float32 output's rounding"
+
+
+def _step_on_off(monkeypatch, module, name, td, do, rs, launched, each):
+    """The public bfloat16 training step (``_gpu_step_inputs``' ``td``, ``do``, ``rs``) with the switch ``module.name``
+    on, then off: ``each(on, out)`` after each step's backward (``launched`` cleared before its forward); every
+    gradient finite and, up to 4096 tokens, within BF16 of float64 autograd of the reference; on against off within
+    BF16 (errors printed). -> {on: the output as float64 NumPy}."""
+    from test_cupy_gated_delta_grad import _rel_errors
+
+    T, want = rs[0].shape[-2], None
     if T <= 4096:
         want_out = ref.loglinear_gated_delta(*rs)
         (want_out * do).sum().backward()
         want, want_out = [r.grad.cpu().numpy() for r in rs], want_out.detach().cpu().numpy()
     do_np, got, outs = do.cpu().numpy(), {}, {}
     for on in (True, False):
-        monkeypatch.setattr(gdb, "TRAIN_OUT16", on)
+        monkeypatch.setattr(module, name, on)
         launched.clear()
         xs = [r.detach().to(td).requires_grad_(True) for r in rs]
         out = lsattn.loglinear_gated_delta(*xs)
-        assert out.dtype == torch.bfloat16
         (out.double() * do).sum().backward()
+        each(on, out)
         got[on], outs[on] = [x.grad.double().cpu().numpy() for x in xs], out.detach().double().cpu().numpy()
-        do16 = {k: d for k, d in launched if k in ("gd_tier3_bwd_x1", "gd_tier1_bwd_x1", "gd_forms_bwd_x1")}
-        assert do16 == {k: on for k in ("gd_tier3_bwd_x1", "gd_tier1_bwd_x1", "gd_forms_bwd_x1")}, launched
         assert all(np.isfinite(g).all() for g in got[on])
         if want is not None:
-            print(f"T={T} TRAIN_OUT16={on}: " + " ".join(
+            print(f"T={T} {name}={on}: " + " ".join(
                 f"{k} {v:.2e}" for k, v in _rel_errors(got[on], want, want_out, do_np).items()))
-            check(got[on], want, want_out, do_np, BF16, f"T={T} TRAIN_OUT16={on}")
-    assert np.array_equal(outs[True], outs[False]), "gd_tier3's bfloat16 output: the float32 output's rounding"
+            check(got[on], want, want_out, do_np, BF16, f"T={T} {name}={on}")
     if want is None:
         want_out = outs[False]
-    print(f"T={T} TRAIN_OUT16 on against off: " + " ".join(
+    print(f"T={T} {name} on against off: " + " ".join(
         f"{k} {v:.2e}" for k, v in _rel_errors(got[True], got[False], want_out, do_np).items()))
-    check(got[True], got[False], want_out, do_np, BF16, f"T={T} TRAIN_OUT16 on against off")
+    check(got[True], got[False], want_out, do_np, BF16, f"T={T} {name} on against off")
+    return outs
 
 
 @pytest.mark.gpu
@@ -828,7 +842,6 @@ def test_gpu_training_train_direct(monkeypatch, T, tmin, nan):
 
     _cuda(torch)
     from lsattn.backends.cupy import _compile
-    from test_cupy_gated_delta_grad import _rel_errors
 
     if tmin is not None:
         monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", tmin)
@@ -848,28 +861,9 @@ def test_gpu_training_train_direct(monkeypatch, T, tmin, nan):
         assert np.array_equal(np.isnan(outs[True]), bad), "the poisoned rows NaN, every other finite"
         assert np.array_equal(outs[True], outs[False], equal_nan=True)
         return
-    want = None
-    if T <= 4096:
-        want_out = ref.loglinear_gated_delta(*rs)
-        (want_out * do).sum().backward()
-        want, want_out = [r.grad.cpu().numpy() for r in rs], want_out.detach().cpu().numpy()
-    do_np, got = do.cpu().numpy(), {}
-    for on in (True, False):
-        monkeypatch.setattr(cgd, "TRAIN_DIRECT", on)
-        launched.clear()
-        xs = [r.detach().to(td).requires_grad_(True) for r in rs]
-        out = lsattn.loglinear_gated_delta(*xs)
+
+    def each(on, out):
         assert ("gd_forms" in launched) != on, launched
-        (out.double() * do).sum().backward()
-        got[on], outs[on] = [x.grad.double().cpu().numpy() for x in xs], out.detach().double().cpu().numpy()
-        assert all(np.isfinite(g).all() for g in got[on])
-        if want is not None:
-            print(f"T={T} TRAIN_DIRECT={on}: " + " ".join(
-                f"{k} {v:.2e}" for k, v in _rel_errors(got[on], want, want_out, do_np).items()))
-            check(got[on], want, want_out, do_np, BF16, f"T={T} TRAIN_DIRECT={on}")
+
+    outs = _step_on_off(monkeypatch, cgd, "TRAIN_DIRECT", td, do, rs, launched, each)
     assert np.array_equal(outs[True], outs[False]), "gd_forms' outputs are the same launch's"
-    if want is None:
-        want_out = outs[False]
-    print(f"T={T} TRAIN_DIRECT on against off: " + " ".join(
-        f"{k} {v:.2e}" for k, v in _rel_errors(got[True], got[False], want_out, do_np).items()))
-    check(got[True], got[False], want_out, do_np, BF16, f"T={T} TRAIN_DIRECT on against off")
